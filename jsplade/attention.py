@@ -1,0 +1,104 @@
+"""Bidirectional attention with the reference's key-padding semantics (gte_architecture.md §3.4).
+
+scores = ⟨q, k⟩ / √d_h + M, with M = finfo(dtype).min on padded keys (never −inf: a row whose
+keys are all padded gets a finite uniform average, as in the reference); softmax over keys in the
+activation dtype (float32 for float32 compute; float32 accumulation for bfloat16 compute).
+
+Implementations behind one switch (``impl``), all giving the same numbers within float tolerance:
+
+* ``"xla"``     the plain path: full [B, H, L, L] scores.
+* ``"chunked"`` exact same arithmetic as "xla", queries processed in blocks so the live score tensor
+                is [B, H, block, L] (inference memory linear in L).
+* ``"auto"``    "xla" up to ``chunk_threshold`` tokens, "chunked" beyond.
+
+Segment ids (packing) restrict attention to keys of the same segment (block-diagonal).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+ATTENTION_IMPLS = ("auto", "xla", "chunked")
+
+
+def dropout(x: jnp.ndarray, rate: float, key: jax.Array | None) -> jnp.ndarray:
+    """Inverted dropout; identity when ``key`` is None or ``rate`` is 0."""
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def key_bias(key_mask_BxL: jnp.ndarray, dtype, query_segments_BxL=None, key_segments_BxL=None):
+    """Additive bias [B, 1, Lq or 1, Lk]: 0 where attention is allowed, finfo(dtype).min elsewhere."""
+    allowed = key_mask_BxL.astype(bool)[:, None, None, :]
+    if query_segments_BxL is not None:
+        same = query_segments_BxL[:, None, :, None] == key_segments_BxL[:, None, None, :]
+        allowed = jnp.logical_and(allowed, same)
+    return jnp.where(allowed, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min, dtype))
+
+
+def _attend_block(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype, dropout_rate, dropout_key, precision):
+    scale = math.sqrt(q_BxQxHxK.shape[-1])
+    scores_BxHxQxL = jnp.einsum("bqhk,blhk->bhql", q_BxQxHxK, k_BxLxHxK, precision=precision)
+    scores_BxHxQxL = scores_BxHxQxL.astype(softmax_dtype) / jnp.asarray(scale, softmax_dtype)
+    scores_BxHxQxL = scores_BxHxQxL + bias.astype(softmax_dtype)
+    probs_BxHxQxL = jax.nn.softmax(scores_BxHxQxL, axis=-1)
+    probs_BxHxQxL = dropout(probs_BxHxQxL, dropout_rate, dropout_key).astype(v_BxLxHxK.dtype)
+    return jnp.einsum("bhql,blhk->bqhk", probs_BxHxQxL, v_BxLxHxK, precision=precision)
+
+
+def attention(
+    q_BxLxHxK: jnp.ndarray,
+    k_BxLxHxK: jnp.ndarray,
+    v_BxLxHxK: jnp.ndarray,
+    key_mask_BxL: jnp.ndarray,
+    *,
+    segment_ids_BxL: jnp.ndarray | None = None,
+    impl: str = "auto",
+    chunk_size: int = 512,
+    chunk_threshold: int = 2048,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+    precision=None,
+) -> jnp.ndarray:
+    """Softmax attention over keys; returns [B, L, H, K] in the dtype of ``v``."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    length = q_BxLxHxK.shape[1]
+    softmax_dtype = jnp.promote_types(q_BxLxHxK.dtype, jnp.float32)
+    if impl == "auto":
+        impl = "chunked" if length > chunk_threshold else "xla"
+    if impl == "chunked" and dropout_key is not None and dropout_rate > 0.0:
+        impl = "xla"  # attention-probability dropout is applied on the full matrix
+    if impl == "xla" or length <= chunk_size:
+        bias = key_bias(key_mask_BxL, softmax_dtype, segment_ids_BxL, segment_ids_BxL)
+        return _attend_block(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype,
+                             dropout_rate, dropout_key, precision)
+
+    # Query blocks: identical per-row arithmetic to the full path, bounded live memory.
+    n_blocks = -(-length // chunk_size)
+    padded = n_blocks * chunk_size
+    pad = padded - length
+    q_pad = jnp.pad(q_BxLxHxK, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    q_blocks = q_pad.reshape(q_pad.shape[0], n_blocks, chunk_size, *q_pad.shape[2:]).swapaxes(0, 1)
+    if segment_ids_BxL is not None:
+        seg_pad = jnp.pad(segment_ids_BxL, ((0, 0), (0, pad)), constant_values=-1)
+        seg_blocks = seg_pad.reshape(seg_pad.shape[0], n_blocks, chunk_size).swapaxes(0, 1)
+    else:
+        seg_blocks = jnp.zeros((n_blocks, 1), jnp.int32)  # unused placeholder
+
+    def one_block(args):
+        q_blk, seg_blk = args
+        if segment_ids_BxL is not None:
+            bias = key_bias(key_mask_BxL, softmax_dtype, seg_blk, segment_ids_BxL)
+        else:
+            bias = key_bias(key_mask_BxL, softmax_dtype)
+        return _attend_block(q_blk, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype, 0.0, None, precision)
+
+    out_blocks = jax.lax.map(one_block, (q_blocks, seg_blocks))
+    out = out_blocks.swapaxes(0, 1).reshape(q_pad.shape[0], padded, *q_pad.shape[2:])
+    return out[:, :length]

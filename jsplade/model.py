@@ -1,0 +1,335 @@
+"""The GTE "new" masked-language model (``NewForMaskedLM``) in Flax NNX.
+
+Forward math: gte_architecture.md §3 (post-LN BERT blocks, packed QKV, rotary attention, GLU MLP with
+*up first, gate second*, MLM head with the decoder tied to the word embeddings and its own bias).
+
+Parameter layout (Flax convention, kernels are [in, …out]); the mapping to HF names lives in
+``jsplade.weight_map``::
+
+    embeddings.word.embedding            [V, D]
+    embeddings.token_type.embedding      [T, D]            (only if type_vocab_size > 0)
+    embeddings.norm.scale / .bias        [D]
+    layers.{i}.attention.qkv_kernel      [D, 3, H, K]      (q, k, v; head h owns its K-slice)
+    layers.{i}.attention.qkv_bias        [3, H, K]
+    layers.{i}.attention.out_kernel      [H, K, D]
+    layers.{i}.attention.out_bias        [D]
+    layers.{i}.attn_norm.scale / .bias   [D]               (RMSNorm: scale only)
+    layers.{i}.mlp.up_gate_kernel        [D, 2, I]         (index 0 = up, 1 = gate; no bias)
+    layers.{i}.mlp.down_kernel           [I, D]
+    layers.{i}.mlp.down_bias             [D]
+    layers.{i}.mlp_norm.scale / .bias    [D]
+    head.dense_kernel [D, D], head.dense_bias [D], head.norm.scale / .bias [D], head.decoder_bias [V]
+
+Dropout is active only when a ``dropout_key`` is passed (training); every site derives its own key
+from it, so a step is a pure function of (params, batch, key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jsplade.attention import attention, dropout
+from jsplade.config import GteConfig
+from jsplade.rope import apply_rope, rope_cos_sin, rope_frequencies
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": None}
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """How the forward runs (not part of the checkpoint).
+
+    dtype:      activation/matmul dtype; parameters stay float32 ("master weights"). Softmax and
+                norms accumulate in float32 either way.
+    attention:  "auto" | "xla" | "chunked" (see jsplade.attention).
+    remat:      rematerialise each encoder layer in the backward pass (memory for compute).
+    precision:  float32 matmul precision: "highest" (exact float32, default; no TF32 on GPUs) or "default".
+    """
+
+    dtype: str = "float32"
+    attention: str = "auto"
+    remat: bool = False
+    precision: str = "highest"
+
+    def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"ComputeOptions.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"ComputeOptions.precision must be one of {sorted(_PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def jnp_dtype(self):
+        return _DTYPES[self.dtype]
+
+    @property
+    def lax_precision(self):
+        return _PRECISIONS[self.precision] if self.dtype == "float32" else None
+
+
+def activation(name: str):
+    """HF ``hidden_act`` → function ("gelu" is the exact erf GELU)."""
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return jax.nn.relu
+    if name in ("silu", "swish"):
+        return jax.nn.silu
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+class Norm(nnx.Module):
+    """LayerNorm (two-pass biased variance) or RMSNorm, accumulated in float32."""
+
+    def __init__(self, dim: int, eps: float, kind: str = "layer_norm"):
+        self.eps = float(eps)
+        self.kind = kind
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+        if kind == "layer_norm":
+            self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x32 = x.astype(jnp.float32)
+        if self.kind == "layer_norm":
+            mean = jnp.mean(x32, axis=-1, keepdims=True)
+            centered = x32 - mean
+            var = jnp.mean(centered * centered, axis=-1, keepdims=True)
+            y = centered * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+            return y.astype(x.dtype)
+        # RMSNorm as the reference: normalise in float32, cast back, then multiply by the weight.
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        y = (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
+        return self.scale[...].astype(x.dtype) * y
+
+
+class Embed(nnx.Module):
+    def __init__(self, rows: int, dim: int, *, rngs: nnx.Rngs, std: float):
+        self.embedding = nnx.Param(std * jax.random.normal(rngs.params(), (rows, dim), jnp.float32))
+
+    def __call__(self, ids: jnp.ndarray) -> jnp.ndarray:
+        return jnp.take(self.embedding[...], ids, axis=0)
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs):
+        std = config.initializer_range
+        self.word = Embed(config.vocab_size, config.hidden_size, rngs=rngs, std=std)
+        self.token_type = (
+            Embed(config.type_vocab_size, config.hidden_size, rngs=rngs, std=std)
+            if config.type_vocab_size > 0 else None
+        )
+        # The embedding norm is always a LayerNorm, whatever layer_norm_type says.
+        self.norm = Norm(config.hidden_size, config.layer_norm_eps, "layer_norm")
+
+    def __call__(self, input_ids_BxL, token_type_ids_BxL=None):
+        x_BxLxD = self.word(input_ids_BxL)
+        if self.token_type is not None:
+            if token_type_ids_BxL is None:
+                token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
+            x_BxLxD = x_BxLxD + self.token_type(token_type_ids_BxL)
+        return self.norm(x_BxLxD)
+
+
+def _normal(rngs: nnx.Rngs, shape, std):
+    return std * jax.random.normal(rngs.params(), shape, jnp.float32)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs):
+        d, h, k = config.hidden_size, config.num_attention_heads, config.head_dim
+        std = config.initializer_range
+        self.qkv_kernel = nnx.Param(_normal(rngs, (d, 3, h, k), std))
+        self.qkv_bias = nnx.Param(jnp.zeros((3, h, k), jnp.float32))
+        self.out_kernel = nnx.Param(_normal(rngs, (h, k, d), std))
+        self.out_bias = nnx.Param(jnp.zeros((d,), jnp.float32))
+
+
+class Mlp(nnx.Module):
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs):
+        d, i = config.hidden_size, config.intermediate_size
+        std = config.initializer_range
+        self.up_gate_kernel = nnx.Param(_normal(rngs, (d, 2, i), std))
+        self.down_kernel = nnx.Param(_normal(rngs, (i, d), std))
+        self.down_bias = nnx.Param(jnp.zeros((d,), jnp.float32))
+
+
+class Layer(nnx.Module):
+    """One post-LN encoder block."""
+
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs):
+        self.attention = Attention(config, rngs=rngs)
+        self.attn_norm = Norm(config.hidden_size, config.layer_norm_eps, config.layer_norm_type)
+        self.mlp = Mlp(config, rngs=rngs)
+        self.mlp_norm = Norm(config.hidden_size, config.layer_norm_eps, config.layer_norm_type)
+
+
+class MlmHead(nnx.Module):
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.dense_kernel = nnx.Param(_normal(rngs, (d, d), config.initializer_range))
+        self.dense_bias = nnx.Param(jnp.zeros((d,), jnp.float32))
+        # The head norm is always a LayerNorm.
+        self.norm = Norm(d, config.layer_norm_eps, "layer_norm")
+        self.decoder_bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Dropout site ids (folded into the step key)."""
+
+    EMBED = 0
+    ATTN_PROBS = 1
+    ATTN_OUT = 2
+    GLU = 3
+    MLP_OUT = 4
+
+
+class GteForMaskedLM(nnx.Module):
+    """``NewForMaskedLM``: ``model(input_ids, attention_mask) -> logits [B, L, V]`` (float32)."""
+
+    def __init__(self, config: GteConfig, *, rngs: nnx.Rngs | None = None,
+                 compute: ComputeOptions | None = None):
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.compute = compute or ComputeOptions()
+        self.embeddings = Embeddings(config, rngs=rngs)
+        self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.head = MlmHead(config, rngs=rngs)
+
+    # ------------------------------------------------------------------ options
+    def with_compute(self, **changes) -> GteForMaskedLM:
+        """Switch compute options in place (dtype, attention impl, remat, precision); returns self."""
+        self.compute = dataclasses.replace(self.compute, **changes)
+        return self
+
+    # ------------------------------------------------------------------ forward pieces
+    def encode(
+        self,
+        input_ids_BxL: jnp.ndarray,
+        attention_mask_BxL: jnp.ndarray | None = None,
+        token_type_ids_BxL: jnp.ndarray | None = None,
+        *,
+        position_ids_BxL: jnp.ndarray | None = None,
+        segment_ids_BxL: jnp.ndarray | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> jnp.ndarray:
+        """Encoder output (``last_hidden_state``) [B, L, D] in the compute dtype.
+
+        ``position_ids`` default to 0 … L−1 for every row (padded-tensor indices, as the reference);
+        ``segment_ids`` (packing) make attention block-diagonal; dropout only with ``dropout_key``.
+        """
+        cfg, opts = self.config, self.compute
+        dtype = opts.jnp_dtype
+        input_ids_BxL = jnp.asarray(input_ids_BxL, jnp.int32)
+        batch, length = input_ids_BxL.shape
+        if attention_mask_BxL is None:
+            attention_mask_BxL = jnp.ones((batch, length), jnp.int32)
+        if position_ids_BxL is None:
+            position_ids_BxL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        key_mask_BxL = jnp.asarray(attention_mask_BxL) != 0
+
+        x_BxLxD = self.embeddings(input_ids_BxL, token_type_ids_BxL).astype(dtype)
+        x_BxLxD = dropout(x_BxLxD, cfg.hidden_dropout_prob, _site_key(dropout_key, -1, _Site.EMBED))
+
+        cos_BxLxK, sin_BxLxK = rope_cos_sin(position_ids_BxL, jnp.asarray(rope_frequencies(cfg)), dtype)
+        logn_B = None
+        if cfg.logn_attention_scale:
+            n_real_B = jnp.sum(key_mask_BxL, axis=-1).astype(jnp.float32)
+            logn_B = jnp.log(n_real_B) / jnp.float32(math.log(cfg.max_position_embeddings))
+            if cfg.logn_attention_clip1:
+                logn_B = jnp.maximum(logn_B, jnp.float32(1.0))
+
+        def run_layer(layer: Layer, x_BxLxD, layer_key):
+            return _layer_forward(layer, x_BxLxD, cfg, opts, key_mask_BxL, segment_ids_BxL,
+                                  cos_BxLxK, sin_BxLxK, logn_B, layer_key)
+
+        if opts.remat:
+            run_layer = nnx.remat(run_layer)
+        for i, layer in enumerate(self.layers):
+            layer_key = None if dropout_key is None else jax.random.fold_in(dropout_key, i + 1)
+            x_BxLxD = run_layer(layer, x_BxLxD, layer_key)
+        return x_BxLxD
+
+    def head_features(self, hidden_BxLxD: jnp.ndarray) -> jnp.ndarray:
+        """MLM head transform before the vocabulary projection: LN(act(H W + b)) [B, L, D]."""
+        opts = self.compute
+        dtype = opts.jnp_dtype
+        h = self.head
+        t = jnp.einsum("bld,de->ble", hidden_BxLxD.astype(dtype), h.dense_kernel[...].astype(dtype),
+                       precision=opts.lax_precision) + h.dense_bias[...].astype(dtype)
+        t = activation(self.config.hidden_act)(t)
+        return h.norm(t)
+
+    def decoder_weight(self) -> jnp.ndarray:
+        """The tied decoder weight [V, D] (= the word-embedding matrix)."""
+        return self.embeddings.word.embedding[...]
+
+    def project(self, features_BxLxD: jnp.ndarray) -> jnp.ndarray:
+        """Vocabulary logits [B, L, V] (float32) from head features."""
+        opts = self.compute
+        dtype = opts.jnp_dtype
+        logits = jnp.einsum("bld,vd->blv", features_BxLxD.astype(dtype), self.decoder_weight().astype(dtype),
+                            precision=opts.lax_precision, preferred_element_type=jnp.float32)
+        return logits + self.head.decoder_bias[...]
+
+    def __call__(self, input_ids_BxL, attention_mask_BxL=None, token_type_ids_BxL=None, *,
+                 position_ids_BxL=None, segment_ids_BxL=None, dropout_key=None) -> jnp.ndarray:
+        hidden_BxLxD = self.encode(input_ids_BxL, attention_mask_BxL, token_type_ids_BxL,
+                                   position_ids_BxL=position_ids_BxL, segment_ids_BxL=segment_ids_BxL,
+                                   dropout_key=dropout_key)
+        return self.project(self.head_features(hidden_BxLxD))
+
+
+def _site_key(key, layer: int, site: int):
+    if key is None:
+        return None
+    return jax.random.fold_in(jax.random.fold_in(key, layer + 1000), site)
+
+
+def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, key_mask_BxL,
+                   segment_ids_BxL, cos_BxLxK, sin_BxLxK, logn_B, layer_key):
+    dtype = opts.jnp_dtype
+    prec = opts.lax_precision
+    att = layer.attention
+
+    qkv = jnp.einsum("bld,dthk->blthk", x_BxLxD, att.qkv_kernel[...].astype(dtype), precision=prec)
+    qkv = qkv + att.qkv_bias[...].astype(dtype)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    q_BxLxHxK = apply_rope(q_BxLxHxK, cos_BxLxK, sin_BxLxK)
+    k_BxLxHxK = apply_rope(k_BxLxHxK, cos_BxLxK, sin_BxLxK)
+    if logn_B is not None:
+        q_BxLxHxK = q_BxLxHxK * logn_B.astype(dtype)[:, None, None, None]
+    o_BxLxHxK = attention(
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL,
+        segment_ids_BxL=segment_ids_BxL, impl=opts.attention,
+        dropout_rate=cfg.attention_probs_dropout_prob,
+        dropout_key=_site_key(layer_key, 0, _Site.ATTN_PROBS), precision=prec,
+    )
+    attn_BxLxD = jnp.einsum("blhk,hkd->bld", o_BxLxHxK, att.out_kernel[...].astype(dtype), precision=prec)
+    attn_BxLxD = attn_BxLxD + att.out_bias[...].astype(dtype)
+    attn_BxLxD = dropout(attn_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.ATTN_OUT))
+    x_BxLxD = layer.attn_norm(x_BxLxD + attn_BxLxD)
+
+    mlp = layer.mlp
+    ug_BxLx2xI = jnp.einsum("bld,dti->blti", x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
+    up_BxLxI, gate_BxLxI = ug_BxLx2xI[:, :, 0], ug_BxLx2xI[:, :, 1]
+    glu_BxLxI = activation(cfg.hidden_act)(gate_BxLxI) * up_BxLxI
+    glu_BxLxI = dropout(glu_BxLxI, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.GLU))
+    mlp_BxLxD = jnp.einsum("bli,id->bld", glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
+    mlp_BxLxD = mlp_BxLxD + mlp.down_bias[...].astype(dtype)
+    mlp_BxLxD = dropout(mlp_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.MLP_OUT))
+    return layer.mlp_norm(x_BxLxD + mlp_BxLxD)
+
+
+def count_parameters(model: GteForMaskedLM) -> int:
+    """Unique trainable parameters (the decoder weight is tied, so counted once)."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
