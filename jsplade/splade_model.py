@@ -1,0 +1,49 @@
+"""The trainable asymmetric SPLADE model: document MLM + SPLADE pooling, static query weights.
+
+One NNX module holding everything the trainer differentiates: parameters live under ``mlm.*`` (the
+GTE encoder, ``jsplade.model``) and ``query.weight`` (the static vector).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jsplade.model import GteForMaskedLM
+from jsplade.pooling import check_pooling, pool_from_features, splade_pool
+from jsplade.static_embedding import StaticQueryEmbedding
+
+
+class SpladeModel(nnx.Module):
+    def __init__(self, mlm: GteForMaskedLM, query: StaticQueryEmbedding, pooling_strategy: str = "max",
+                 activation: str = "log1p_relu"):
+        check_pooling(pooling_strategy, activation)
+        if query.vocab_size != mlm.config.vocab_size:
+            raise ValueError(f"static query weight has {query.vocab_size} entries but the document model's "
+                             f"vocab_size is {mlm.config.vocab_size}")
+        self.mlm = mlm
+        self.query = query
+        self.pooling_strategy = pooling_strategy
+        self.activation = activation
+
+    @property
+    def vocab_size(self) -> int:
+        return self.mlm.config.vocab_size
+
+    def encode_documents(self, input_ids_BxL, attention_mask_BxL, *, dropout_key: jax.Array | None = None,
+                         position_ids_BxL=None, segment_ids_BxL=None, token_chunk: int | None = None) -> jnp.ndarray:
+        """Document vectors [B, V] float32. ``token_chunk`` computes the vocabulary projection in token
+        chunks (bounded memory; inference)."""
+        hidden = self.mlm.encode(input_ids_BxL, attention_mask_BxL, position_ids_BxL=position_ids_BxL,
+                                 segment_ids_BxL=segment_ids_BxL, dropout_key=dropout_key)
+        features = self.mlm.head_features(hidden)
+        if token_chunk is not None:
+            return pool_from_features(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
+                                      attention_mask_BxL, self.pooling_strategy, self.activation,
+                                      chunk_size=token_chunk, precision=self.mlm.compute.lax_precision)
+        logits = self.mlm.project(features)
+        return splade_pool(logits, attention_mask_BxL, self.pooling_strategy, self.activation)
+
+    def encode_queries(self, presence_BxV: jnp.ndarray) -> jnp.ndarray:
+        return self.query(presence_BxV)

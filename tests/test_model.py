@@ -1,0 +1,162 @@
+"""The GTE MLM forward against the reference outputs of tests/fixtures/gte (new-impl NewForMaskedLM).
+
+Weights are rebuilt by the recipe, written as safetensors and loaded through ``load_mlm``.
+Tolerances (relative to the largest |value| of the reference array): tiny cases 1e-5, v3-gte size 1e-4;
+the observed differences are ~5e-7 (tiny) and ~1e-6 (v3-gte), float32 rounding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_CASES, load_gte_case, max_rel, write_recipe_checkpoint
+
+from jsplade import load_mlm
+from jsplade.model import ComputeOptions
+from jsplade.pooling import pool_from_features, splade_pool
+from jsplade.rope import rope_frequencies
+
+TINY_TOL = 1e-5
+FULL_TOL = 1e-4
+
+
+def _forward(model, inputs, **kw):
+    tt = inputs.get("token_type_ids")
+    fn = jax.jit(lambda ids, m, t: (model.encode(ids, m, t, **kw),))
+    (hidden,) = fn(inputs["input_ids"], inputs["attention_mask"], tt)
+    logits = jax.jit(lambda h: model.project(model.head_features(h)))(hidden)
+    return np.asarray(hidden), np.asarray(logits)
+
+
+@pytest.fixture(scope="module", params=TINY_CASES)
+def tiny(request, tmp_path_factory):
+    case = load_gte_case(request.param)
+    folder = write_recipe_checkpoint(case, tmp_path_factory.mktemp(case.name))
+    model = load_mlm(folder)
+    hidden, logits = _forward(model, case.inputs)
+    return case, model, hidden, logits
+
+
+def test_tiny_logits_every_position(tiny):
+    case, _, _, logits = tiny
+    mask = case.inputs["attention_mask"].astype(bool)
+    assert logits.shape == case.expected["logits"].shape
+    assert max_rel(logits[mask], case.expected["logits"][mask]) < TINY_TOL
+    # Pad positions are well defined on the padded path (pad queries attend to real keys).
+    assert max_rel(logits, case.expected["logits"]) < TINY_TOL
+
+
+def test_tiny_hidden_and_summaries(tiny):
+    case, _, hidden, logits = tiny
+    exp = case.expected
+    mask = case.inputs["attention_mask"].astype(bool)
+    assert max_rel(hidden, exp["last_hidden"]) < TINY_TOL
+    pos = exp["positions"]
+    rows = np.arange(len(pos))[:, None]
+    assert max_rel(logits[rows, pos], exp["logits_at"]) < TINY_TOL
+    assert max_rel(hidden[rows, pos], exp["hidden_at"]) < TINY_TOL
+    assert max_rel(logits.max(-1), exp["logits_token_max"]) < TINY_TOL
+    hidden64 = hidden.astype(np.float64)
+    np.testing.assert_allclose(hidden64.sum(-1), exp["last_hidden_token_sum"], rtol=0, atol=1e-4)
+    n_b = mask.sum(-1)
+    sums = (hidden64 * mask[:, :, None]).sum((1, 2))
+    assert np.all(np.abs(sums - exp["last_hidden_sum"]) <= 1e-6 * n_b * hidden.shape[-1])
+
+
+def test_tiny_pooled(tiny):
+    case, model, hidden, logits = tiny
+    pooled = np.asarray(splade_pool(jnp.asarray(logits), case.inputs["attention_mask"]))
+    assert max_rel(pooled, case.expected["pooled"]) < TINY_TOL
+    # The chunked projection+pool path gives the same vectors (max is exact; chunk 7 forces many chunks).
+    feats = model.head_features(jnp.asarray(hidden))
+    chunked = pool_from_features(feats, model.decoder_weight(), model.head.decoder_bias[...],
+                                 case.inputs["attention_mask"], chunk_size=7)
+    np.testing.assert_allclose(np.asarray(chunked), pooled, rtol=1e-6, atol=1e-7)
+
+
+def test_rope_frequencies_match_reference(tiny):
+    case, model, _, _ = tiny
+    np.testing.assert_allclose(rope_frequencies(model.config), case.expected["rope_inv_freq"], rtol=1e-6, atol=0)
+
+
+def test_dropout_only_with_a_key(tiny):
+    case, model, _, logits = tiny
+    ids, mask = case.inputs["input_ids"], case.inputs["attention_mask"]
+    tt = case.inputs.get("token_type_ids")
+    key = jax.random.key(0)
+    dropped = np.asarray(model(ids, mask, tt, dropout_key=key))
+    again = np.asarray(model(ids, mask, tt, dropout_key=key))
+    other = np.asarray(model(ids, mask, tt, dropout_key=jax.random.key(1)))
+    assert case.config_json["hidden_dropout_prob"] > 0
+    assert np.max(np.abs(dropped - logits)) > 1e-3  # dropout active in training
+    np.testing.assert_array_equal(dropped, again)  # deterministic for a key
+    assert np.max(np.abs(dropped - other)) > 1e-3
+    # Zero dropout rates: a key changes nothing.
+    cfg0 = model.config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    from jsplade.hf_checkpoint import mlm_from_params
+    from jsplade.params import flat_params
+    m0 = mlm_from_params(cfg0, {k: np.asarray(v) for k, v in flat_params(model).items()})
+    np.testing.assert_array_equal(np.asarray(m0(ids, mask, tt, dropout_key=key)), np.asarray(m0(ids, mask, tt)))
+
+
+def test_attention_impls_agree(tiny):
+    case, model, hidden, _ = tiny
+    model.with_compute(attention="chunked")
+    try:
+        import jsplade.attention as att
+        h2 = np.asarray(model.encode(case.inputs["input_ids"], case.inputs["attention_mask"],
+                                     case.inputs.get("token_type_ids")))
+    finally:
+        model.with_compute(attention="auto")
+    np.testing.assert_allclose(h2, hidden, rtol=0, atol=1e-5)
+    assert att.ATTENTION_IMPLS
+
+
+def test_logn_scale_cases_apply_scale():
+    """The logn cases only pass if q is scaled by ln(n_b)/ln(max_pos) (clip1: at least 1)."""
+    case = load_gte_case("tiny_logn_clip1")
+    n_b = case.inputs["attention_mask"].sum(-1)
+    ours = np.maximum(np.log(n_b.astype(np.float32)) / np.float32(np.log(32.0)), 1.0)
+    np.testing.assert_allclose(ours, case.expected["logn_scale"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_v3gte_short_full_size(tmp_path):
+    case = load_gte_case("v3gte_short")
+    model = load_mlm(write_recipe_checkpoint(case, tmp_path / "m"))
+    from jsplade.model import count_parameters
+    assert count_parameters(model) == case.case["unique_parameter_count"] == 137_394_234
+    hidden, logits = _forward(model, case.inputs)
+    exp = case.expected
+    mask = case.inputs["attention_mask"].astype(bool)
+    pos = exp["positions"]
+    rows = np.arange(len(pos))[:, None]
+    assert max_rel(logits[rows, pos], exp["logits_at"]) < FULL_TOL
+    assert max_rel(hidden[mask], exp["last_hidden"][mask]) < FULL_TOL
+    assert max_rel(logits.max(-1)[mask], exp["logits_token_max"][mask]) < FULL_TOL
+    pooled = np.asarray(splade_pool(jnp.asarray(logits), case.inputs["attention_mask"]))
+    assert max_rel(pooled, exp["pooled"]) < FULL_TOL
+
+
+@pytest.mark.slow
+def test_v3gte_8192_tokens(tmp_path):
+    """Long context: positions up to 8191; chunked attention and chunked vocabulary pooling."""
+    case = load_gte_case("v3gte_2layer_8192")
+    model = load_mlm(write_recipe_checkpoint(case, tmp_path / "m"), compute=ComputeOptions(attention="chunked"))
+    ids, mask = case.inputs["input_ids"], case.inputs["attention_mask"]
+    exp = case.expected
+
+    @jax.jit
+    def run(ids, mask, pos):
+        hidden = model.encode(ids, mask)
+        feats = model.head_features(hidden)
+        pooled = pool_from_features(feats, model.decoder_weight(), model.head.decoder_bias[...], mask, chunk_size=512)
+        rows = jnp.arange(ids.shape[0])[:, None]
+        return hidden[rows, pos], model.project(feats[rows, pos]), pooled
+
+    hidden_at, logits_at, pooled = (np.asarray(x) for x in run(ids, mask, exp["positions"]))
+    assert max_rel(logits_at, exp["logits_at"]) < FULL_TOL
+    assert max_rel(hidden_at, exp["hidden_at"]) < FULL_TOL
+    assert max_rel(pooled, exp["pooled"]) < FULL_TOL
