@@ -9,7 +9,14 @@ Implementations behind one switch (``impl``), all giving the same numbers within
 * ``"xla"``     the plain path: full [B, H, L, L] scores.
 * ``"chunked"`` exact same arithmetic as "xla", queries processed in blocks so the live score tensor
                 is [B, H, block, L] (inference memory linear in L).
-* ``"auto"``    "xla" up to ``chunk_threshold`` tokens, "chunked" beyond.
+* ``"blockwise"`` online-softmax (flash) attention with its own backward pass
+                (``jsplade.blockwise_attention``): memory linear in L for training too.
+* ``"cudnn"``   ``jax.nn.dot_product_attention(implementation="cudnn")`` (NVIDIA GPUs, bf16/fp16,
+                key-padding masks without packing); falls back to "blockwise" where it does not apply.
+* ``"splash"``  the Pallas splash-attention kernel on TPU (lengths multiple of 128, no dropout);
+                falls back to "blockwise" where it does not apply.
+* ``"auto"``    cuDNN on GPU (bf16), splash on TPU, otherwise "xla" up to ``chunk_threshold`` tokens
+                and "blockwise" beyond.
 
 Segment ids (packing) restrict attention to keys of the same segment (block-diagonal).
 """
@@ -21,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-ATTENTION_IMPLS = ("auto", "xla", "chunked")
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "blockwise", "cudnn", "splash")
 
 
 def dropout(x: jnp.ndarray, rate: float, key: jax.Array | None) -> jnp.ndarray:
@@ -39,6 +46,27 @@ def key_bias(key_mask_BxL: jnp.ndarray, dtype, query_segments_BxL=None, key_segm
         same = query_segments_BxL[:, None, :, None] == key_segments_BxL[:, None, None, :]
         allowed = jnp.logical_and(allowed, same)
     return jnp.where(allowed, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min, dtype))
+
+
+def resolve_impl(impl: str, length: int, dtype, packed: bool, with_dropout: bool, chunk_threshold: int) -> str:
+    """The implementation that actually runs for a requested one (fallbacks documented above)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    backend = jax.default_backend()
+    low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if with_dropout:
+        return "xla"  # attention-probability dropout needs the probability matrix
+    if impl == "auto":
+        if backend == "gpu" and low_precision and not packed:
+            return "cudnn"
+        if backend == "tpu" and length % 128 == 0:
+            return "splash"
+        return "blockwise" if length > chunk_threshold else "xla"
+    if impl == "cudnn" and (backend != "gpu" or not low_precision or packed):
+        return "blockwise"
+    if impl == "splash" and (backend != "tpu" or length % 128):
+        return "blockwise"
+    return impl
 
 
 def _attend_block(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype, dropout_rate, dropout_key, precision):
@@ -66,14 +94,23 @@ def attention(
     precision=None,
 ) -> jnp.ndarray:
     """Softmax attention over keys; returns [B, L, H, K] in the dtype of ``v``."""
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
     length = q_BxLxHxK.shape[1]
     softmax_dtype = jnp.promote_types(q_BxLxHxK.dtype, jnp.float32)
-    if impl == "auto":
-        impl = "chunked" if length > chunk_threshold else "xla"
-    if impl == "chunked" and dropout_key is not None and dropout_rate > 0.0:
-        impl = "xla"  # attention-probability dropout is applied on the full matrix
+    with_dropout = dropout_key is not None and dropout_rate > 0.0
+    impl = resolve_impl(impl, length, q_BxLxHxK.dtype, segment_ids_BxL is not None, with_dropout, chunk_threshold)
+    if impl == "cudnn":
+        lengths_B = jnp.sum(key_mask_BxL != 0, axis=-1).astype(jnp.int32)
+        return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_value_seq_lengths=lengths_B,
+                                            implementation="cudnn")
+    if impl == "splash":
+        from jsplade.tpu_attention import splash_attention
+
+        return splash_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL, segment_ids_BxL)
+    if impl == "blockwise":
+        from jsplade.blockwise_attention import blockwise_attention
+
+        return blockwise_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL != 0, segment_ids_BxL,
+                                   chunk_size, precision)
     if impl == "xla" or length <= chunk_size:
         bias = key_bias(key_mask_BxL, softmax_dtype, segment_ids_BxL, segment_ids_BxL)
         return _attend_block(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype,

@@ -78,6 +78,7 @@ class SparseEncoder:
         self.source = source
         self._check_vocab()
         self._doc_fn = jax.jit(_pool_documents, static_argnums=(0, 4))
+        self._packed_fn = jax.jit(_pool_packed, static_argnums=(0, 7, 8))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -141,8 +142,11 @@ class SparseEncoder:
 
     def encode_document(self, texts: Sequence[str], batch_size: int = 32, max_active_dims: int | None = None, *,
                         dense: bool = False, show_progress_bar: bool | None = None, prompt_name: str | None = None,
-                        prompt: str | None = None):
-        """Document vectors [n, V] float32 (CSR, or ``np.ndarray`` with ``dense=True``)."""
+                        prompt: str | None = None, packing: bool = False, pack_length: int = 512):
+        """Document vectors [n, V] float32 (CSR, or ``np.ndarray`` with ``dense=True``).
+
+        ``packing=True`` packs documents of at most ``pack_length`` tokens several to a row (segment ids,
+        per-document positions and pooling; same vectors as the padded path up to float rounding)."""
         texts = self._with_prompt(validate_texts(texts, "texts"), "document", prompt_name, prompt)
         _check_batch_size(batch_size)
         k = check_max_active_dims(max_active_dims) or self.max_active_dims
@@ -150,7 +154,10 @@ class SparseEncoder:
         if n_truncated:
             logger.warning("%d of %d documents were longer than max_seq_length=%d tokens and were truncated",
                            n_truncated, len(texts), self.max_seq_length)
-        rows = self._encode_document_ids(ids, batch_size, k, show_progress_bar)
+        if packing:
+            rows = self._encode_document_ids_packed(ids, batch_size, k, show_progress_bar, pack_length)
+        else:
+            rows = self._encode_document_ids(ids, batch_size, k, show_progress_bar)
         return rows.toarray() if dense else rows
 
     def encode(self, texts: Sequence[str], **kwargs):
@@ -194,6 +201,47 @@ class SparseEncoder:
         inverse = np.empty(n, np.int64)
         inverse[order] = np.arange(n)
         return stacked[inverse]
+
+    def _encode_document_ids_packed(self, ids: list[np.ndarray], batch_size: int, k: int | None,
+                                    show_progress_bar: bool | None, pack_length: int) -> sp.csr_matrix:
+        from jsplade.packing import pack_documents
+
+        pack_length = min(int(pack_length), self.max_seq_length)
+        n = len(ids)
+        short = [i for i in range(n) if len(ids[i]) <= pack_length]
+        long_ = [i for i in range(n) if len(ids[i]) > pack_length]
+        out: list[sp.csr_matrix | None] = [None] * n
+        if long_:
+            rows = self._encode_document_ids([ids[i] for i in long_], batch_size, k, show_progress_bar)
+            for j, i in enumerate(long_):
+                out[i] = rows[j]
+        graphdef, state = nnx.split(self.model)
+        rows_per_call = max(1, min(batch_size, self.tokens_per_batch // pack_length))
+        # Pack everything, then run the rows in groups of ``rows_per_call``.
+        order = sorted(short, key=lambda i: -len(ids[i]))
+        packed = pack_documents([ids[i] for i in order], pack_length) if order else None
+        if packed is not None:
+            n_rows = packed.input_ids.shape[0]
+            groups = _pow2_at_least(packed.n_groups)
+            chunk = _token_chunk(rows_per_call, pack_length, self.vocab_size) or 256
+            pooled_rows = []
+            for start in range(0, n_rows, rows_per_call):
+                sl = slice(start, start + rows_per_call)
+                arrays = [packed.input_ids[sl], packed.attention_mask[sl], packed.position_ids[sl],
+                          packed.segment_ids[sl], packed.group_ids[sl]]
+                real = arrays[0].shape[0]
+                if real < rows_per_call:
+                    pad = rows_per_call - real
+                    arrays = [np.pad(a, ((0, pad), (0, 0)), constant_values=(-1 if j == 4 else 0))
+                              for j, a in enumerate(arrays)]
+                pooled = self._packed_fn(graphdef, state, *arrays, groups, chunk)
+                pooled_rows.append(np.asarray(pooled)[:real])
+            pooled_all = np.concatenate(pooled_rows, axis=0)  # [R, G, V]
+            vectors = pooled_all[packed.doc_slot[:, 0], packed.doc_slot[:, 1]]
+            csr = dense_to_csr(topk_dense_rows(vectors, k))
+            for j, i in enumerate(order):
+                out[i] = csr[j]
+        return sp.vstack(out, format="csr", dtype=np.float32)
 
     def _with_prompt(self, texts: list[str], route: str, prompt_name: str | None, prompt: str | None) -> list[str]:
         if prompt is None:
@@ -246,6 +294,11 @@ class SparseEncoder:
 def _pool_documents(graphdef, state, ids_BxL, mask_BxL, token_chunk):
     model = nnx.merge(graphdef, state)
     return model.encode_documents(ids_BxL, mask_BxL, token_chunk=token_chunk)
+
+
+def _pool_packed(graphdef, state, ids, mask, positions, segments, groups, n_groups, token_chunk):
+    model = nnx.merge(graphdef, state)
+    return model.encode_packed(ids, mask, positions, segments, groups, n_groups, token_chunk=token_chunk)
 
 
 def _token_chunk(batch: int, length: int, vocab: int) -> int | None:

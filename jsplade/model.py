@@ -52,12 +52,15 @@ class ComputeOptions:
     attention:  "auto" | "xla" | "chunked" (see jsplade.attention).
     remat:      rematerialise each encoder layer in the backward pass (memory for compute).
     precision:  float32 matmul precision: "highest" (exact float32, default; no TF32 on GPUs) or "default".
+    head_chunk: tokens per chunk of the fused SPLADE head (``jsplade.fused_head``); None = plain head
+                (full [B, L, V] logits). Same values and gradients either way.
     """
 
     dtype: str = "float32"
     attention: str = "auto"
     remat: bool = False
     precision: str = "highest"
+    head_chunk: int | None = None
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
@@ -241,16 +244,23 @@ class GteForMaskedLM(nnx.Module):
         x_BxLxD = dropout(x_BxLxD, cfg.hidden_dropout_prob, _site_key(dropout_key, -1, _Site.EMBED))
 
         cos_BxLxK, sin_BxLxK = rope_cos_sin(position_ids_BxL, jnp.asarray(rope_frequencies(cfg)), dtype)
-        logn_B = None
+        logn_BxL = None
         if cfg.logn_attention_scale:
-            n_real_B = jnp.sum(key_mask_BxL, axis=-1).astype(jnp.float32)
-            logn_B = jnp.log(n_real_B) / jnp.float32(math.log(cfg.max_position_embeddings))
+            # γ = ln(n)/ln(max_pos) with n the real tokens of the row (of the token's document when packed).
+            if segment_ids_BxL is None:
+                n_real_BxL = jnp.broadcast_to(jnp.sum(key_mask_BxL, axis=-1, keepdims=True), (batch, length))
+            else:
+                seg = jnp.asarray(segment_ids_BxL, jnp.int32)
+                counts = jax.vmap(lambda m, s: jax.ops.segment_sum(m.astype(jnp.int32), s, num_segments=length + 1))(
+                    key_mask_BxL, seg)
+                n_real_BxL = jnp.take_along_axis(counts, seg, axis=1)
+            logn_BxL = jnp.log(jnp.maximum(n_real_BxL, 1).astype(jnp.float32)) / jnp.float32(math.log(cfg.max_position_embeddings))
             if cfg.logn_attention_clip1:
-                logn_B = jnp.maximum(logn_B, jnp.float32(1.0))
+                logn_BxL = jnp.maximum(logn_BxL, jnp.float32(1.0))
 
         def run_layer(layer: Layer, x_BxLxD, layer_key):
             return _layer_forward(layer, x_BxLxD, cfg, opts, key_mask_BxL, segment_ids_BxL,
-                                  cos_BxLxK, sin_BxLxK, logn_B, layer_key)
+                                  cos_BxLxK, sin_BxLxK, logn_BxL, layer_key)
 
         if opts.remat:
             run_layer = nnx.remat(run_layer)
@@ -296,7 +306,7 @@ def _site_key(key, layer: int, site: int):
 
 
 def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, key_mask_BxL,
-                   segment_ids_BxL, cos_BxLxK, sin_BxLxK, logn_B, layer_key):
+                   segment_ids_BxL, cos_BxLxK, sin_BxLxK, logn_BxL, layer_key):
     dtype = opts.jnp_dtype
     prec = opts.lax_precision
     att = layer.attention
@@ -306,8 +316,8 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q_BxLxHxK = apply_rope(q_BxLxHxK, cos_BxLxK, sin_BxLxK)
     k_BxLxHxK = apply_rope(k_BxLxHxK, cos_BxLxK, sin_BxLxK)
-    if logn_B is not None:
-        q_BxLxHxK = q_BxLxHxK * logn_B.astype(dtype)[:, None, None, None]
+    if logn_BxL is not None:
+        q_BxLxHxK = q_BxLxHxK * logn_BxL.astype(dtype)[:, :, None, None]
     o_BxLxHxK = attention(
         q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL,
         segment_ids_BxL=segment_ids_BxL, impl=opts.attention,

@@ -10,8 +10,8 @@ Padded positions are multiplied by 0, so they contribute a(0) = 0 and never win 
 non-decreasing, the max strategy pools the raw logits first and activates once (B×V work instead of
 B×L×V; bitwise the same values). The sum strategy must activate every position.
 
-``pool_from_features`` computes the vocabulary projection and the pooling chunk by chunk over tokens,
-so the [B, L, V] logits never exist at once (inference of long documents).
+``pool_from_features`` computes the vocabulary projection and the pooling chunk by chunk over tokens
+(``jsplade.fused_head``), so the [B, L, V] logits never exist at once, forward or backward.
 """
 
 from __future__ import annotations
@@ -51,36 +51,9 @@ def splade_pool(logits_BxLxV: jnp.ndarray, mask_BxL: jnp.ndarray, strategy: str 
 def pool_from_features(features_BxLxD: jnp.ndarray, decoder_VxD: jnp.ndarray, bias_V: jnp.ndarray,
                        mask_BxL: jnp.ndarray, strategy: str = "max", activation: str = "log1p_relu",
                        chunk_size: int = 256, precision=None) -> jnp.ndarray:
-    """``splade_pool(features @ decoderᵀ + bias, mask)`` with token chunks of ``chunk_size``.
+    """``splade_pool(features @ decoderᵀ + bias, mask)`` without materialising the [B, L, V] logits:
+    the fused, chunked head of ``jsplade.fused_head`` (forward and backward). Returns [B, V]."""
+    from jsplade.fused_head import fused_splade_pool, mask_to_group
 
-    Live memory is B·chunk·V instead of B·L·V. Values equal the unchunked path (same per-entry
-    arithmetic; the max is exact, the sum is accumulated chunk by chunk).
-    """
-    check_pooling(strategy, activation)
-    batch, length, dim = features_BxLxD.shape
-    vocab = decoder_VxD.shape[0]
-    if length <= chunk_size:
-        logits = jnp.einsum("bld,vd->blv", features_BxLxD, decoder_VxD.astype(features_BxLxD.dtype),
-                            precision=precision, preferred_element_type=jnp.float32) + bias_V
-        return splade_pool(logits, mask_BxL, strategy, activation)
-    n_chunks = -(-length // chunk_size)
-    pad = n_chunks * chunk_size - length
-    feats = jnp.pad(features_BxLxD, ((0, 0), (0, pad), (0, 0)))
-    mask = jnp.pad(jnp.asarray(mask_BxL) != 0, ((0, 0), (0, pad)))
-    feats = feats.reshape(batch, n_chunks, chunk_size, dim).swapaxes(0, 1)
-    mask = mask.reshape(batch, n_chunks, chunk_size).swapaxes(0, 1)
-    weight = decoder_VxD.astype(features_BxLxD.dtype)
-
-    def step(carry_BxV, xs):
-        f_BxCxD, m_BxC = xs
-        logits = jnp.einsum("bcd,vd->bcv", f_BxCxD, weight, precision=precision,
-                            preferred_element_type=jnp.float32) + bias_V
-        if strategy == "max":
-            part = jnp.max(jnp.where(m_BxC[:, :, None], logits, -jnp.inf), axis=1)
-            return jnp.maximum(carry_BxV, part), None
-        act = splade_activation(jnp.where(m_BxC[:, :, None], logits, 0.0), activation)
-        return carry_BxV + jnp.sum(act, axis=1), None
-
-    init = jnp.full((batch, vocab), -jnp.inf if strategy == "max" else 0.0, jnp.float32)
-    out_BxV, _ = jax.lax.scan(step, init, (feats, mask))
-    return splade_activation(out_BxV, activation) if strategy == "max" else out_BxV
+    return fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, mask_to_group(mask_BxL), 1, strategy,
+                             activation, chunk_size, precision)[:, 0]

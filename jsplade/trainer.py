@@ -1,0 +1,399 @@
+"""The one trainer: SpladeLoss + AdamW on an asymmetric SPLADE model, exact to sentence-transformers.
+
+The step is a pure function ``train_step(state, batch) -> (state, metrics)`` (``make_train_step``),
+jit-compiled with the state donated. ``state`` = {"params": nnx.State, "opt": optax state,
+"step": int32, "rng": uint32 key data}; the dropout key of step s is fold_in(rng, s), so a run is a
+function of (initial state, batch plan) only — which is what makes kill-and-resume exact.
+
+Batch arrays (host side, padded to a length ladder so few programs compile):
+``query_ids/query_mask`` [A, B, Lq] and ``doc_ids/doc_mask`` [A, C, B, Ld] for A gradient-accumulation
+micro-batches, B rows, C document columns (positive + hard negatives).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jsplade.encoder import SparseEncoder, padded_length
+from jsplade.losses import splade_loss
+from jsplade.metrics_log import MetricsLog
+from jsplade.optim import global_norm, make_optimizer
+from jsplade.params import flat_state_dict
+from jsplade.schedules import linear_warmup_decay, regularizer_weight, warmup_steps_from
+from jsplade.static_embedding import query_presence
+from jsplade.train_checkpoint import CheckpointSteps, copy_template, to_numpy_flat, write_meta
+from jsplade.train_config import TrainConfig
+
+logger = logging.getLogger("jsplade")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Static (hashable) settings of the compiled step."""
+
+    total_steps: int
+    learning_rate: float
+    warmup_steps: int
+    lambda_d: float
+    lambda_q: float | None
+    regularizer_schedule: str
+    regularizer_warmup_ratio: float
+    scale: float = 1.0
+    document_threshold: int | None = None
+    query_threshold: int | None = None
+    document_idf_weighting: bool = False
+    dropout: bool = True
+
+
+def lr_schedule(settings: StepSettings) -> Callable[[Any], Any]:
+    return lambda step: linear_warmup_decay(step, settings.total_steps, settings.learning_rate, settings.warmup_steps)
+
+
+def lambdas(settings: StepSettings, step) -> tuple[Any, Any]:
+    lam_d = regularizer_weight(step, settings.total_steps, settings.lambda_d, settings.regularizer_schedule,
+                               settings.regularizer_warmup_ratio)
+    lam_q = None if settings.lambda_q is None else regularizer_weight(
+        step, settings.total_steps, settings.lambda_q, settings.regularizer_schedule, settings.regularizer_warmup_ratio)
+    return lam_d, lam_q
+
+
+def batch_statistics(q_BxV, d_NxV) -> dict[str, jnp.ndarray]:
+    """Active dims (mean non-zeros per row) of queries and documents and the batch FLOPS
+    Σ_j p_q(j)·p_d(j) (p = fraction of rows with a non-zero in dim j)."""
+    q_nz = (q_BxV != 0).astype(jnp.float32)
+    d_nz = (d_NxV != 0).astype(jnp.float32)
+    return {
+        "query_active_dims": jnp.mean(jnp.sum(q_nz, axis=1)),
+        "document_active_dims": jnp.mean(jnp.sum(d_nz, axis=1)),
+        "flops": jnp.sum(jnp.mean(q_nz, axis=0) * jnp.mean(d_nz, axis=0)),
+    }
+
+
+def make_loss_fn(graphdef, settings: StepSettings):
+    """loss(params, micro_batch, key, lam_d, lam_q) -> (total, (terms, stats))."""
+
+    def loss_fn(params, micro, key, lam_d, lam_q):
+        model = nnx.merge(graphdef, params)
+        vocab = model.vocab_size
+        q_BxV = model.encode_queries(query_presence(micro["query_ids"], micro["query_mask"], vocab))
+        n_cols, batch, length = micro["doc_ids"].shape
+        d_NxV = model.encode_documents(micro["doc_ids"].reshape(n_cols * batch, length),
+                                       micro["doc_mask"].reshape(n_cols * batch, length),
+                                       dropout_key=key if settings.dropout else None)
+        cols = d_NxV.reshape(n_cols, batch, vocab)
+        idf = jax.lax.stop_gradient(model.query.weight[...]) if settings.document_idf_weighting else None
+        terms = splade_loss(q_BxV, [cols[c] for c in range(n_cols)], lam_d, lam_q, scale=settings.scale,
+                            doc_threshold=settings.document_threshold, query_threshold=settings.query_threshold,
+                            doc_idf_V=idf)
+        return terms["total"], (terms, batch_statistics(q_BxV, d_NxV))
+
+    return loss_fn
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings: StepSettings):
+    """The pure step. ``batch`` arrays carry a leading micro-batch axis (gradient accumulation)."""
+    loss_fn = make_loss_fn(graphdef, settings)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    schedule = lr_schedule(settings)
+
+    def train_step(state, batch):
+        step = state["step"]
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
+        lam_d, lam_q = lambdas(settings, step)
+        n_micro = batch["query_ids"].shape[0]
+
+        def micro_grads(i):
+            micro = {k: v[i] for k, v in batch.items()}
+            (_, (terms, stats)), grads = grad_fn(state["params"], micro, jax.random.fold_in(key, i), lam_d, lam_q)
+            return grads, terms, stats
+
+        if n_micro == 1:
+            grads, terms, stats = micro_grads(0)
+        else:
+            def body(carry, i):
+                g, t, s = micro_grads(i)
+                return jax.tree.map(jnp.add, carry, (g, t, s)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_grads, 0))
+            (grads, terms, stats), _ = jax.lax.scan(body, zeros, jnp.arange(n_micro))
+            grads, terms, stats = jax.tree.map(lambda x: x / n_micro, (grads, terms, stats))
+
+        grad_norm = global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {**{k: v for k, v in terms.items()}, **stats, "grad_norm": grad_norm, "lr": schedule(step),
+                   "lambda_d": lam_d, "lambda_q": jnp.float32(0.0) if lam_q is None else lam_q}
+        new_state = {"params": params, "opt": opt_state, "step": step + 1, "rng": state["rng"]}
+        return new_state, metrics
+
+    return train_step
+
+
+# --------------------------------------------------------------------------- host side
+def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
+            max_query_length: int | None, max_document_length: int) -> dict[str, np.ndarray]:
+    """Tokenize the rows of each micro-batch into padded arrays (see module docstring)."""
+    n_cols = len(rows[0]) - 1
+    q_ids_all, d_ids_all = [], []
+    for mb in micro_batches:
+        q_ids_all.append(encoder.query_tokenizer.encode_queries([rows[i][0] for i in mb], max_query_length))
+        cols = []
+        for c in range(1, n_cols + 1):
+            ids, _ = encoder.document_tokenizer.encode_documents([rows[i][c] for i in mb], max_document_length)
+            cols.append(ids)
+        d_ids_all.append(cols)
+    lq = padded_length(max(1, max(len(x) for q in q_ids_all for x in q)), 1 << 30)
+    ld = padded_length(max(len(x) for cols in d_ids_all for col in cols for x in col), max_document_length)
+    n_micro, batch = len(micro_batches), len(micro_batches[0])
+    out = {
+        "query_ids": np.zeros((n_micro, batch, lq), np.int32),
+        "query_mask": np.zeros((n_micro, batch, lq), np.int32),
+        "doc_ids": np.zeros((n_micro, n_cols, batch, ld), np.int32),
+        "doc_mask": np.zeros((n_micro, n_cols, batch, ld), np.int32),
+    }
+    for a in range(n_micro):
+        for b, ids in enumerate(q_ids_all[a]):
+            out["query_ids"][a, b, :len(ids)] = ids
+            out["query_mask"][a, b, :len(ids)] = 1
+        for c in range(n_cols):
+            for b, ids in enumerate(d_ids_all[a][c]):
+                out["doc_ids"][a, c, b, :len(ids)] = ids
+                out["doc_mask"][a, c, b, :len(ids)] = 1
+    return out
+
+
+def tree_to_flat(tree) -> dict[str, Any]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
+def flat_to_tree(flat: dict[str, Any], like) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    missing = [jax.tree_util.keystr(p) for p, _ in leaves if jax.tree_util.keystr(p) not in flat]
+    if missing:
+        raise ValueError(f"checkpoint optimizer state is missing entries {missing[:3]}")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[jax.tree_util.keystr(p)]) for p, _ in leaves])
+
+
+@dataclass
+class TrainResult:
+    encoder: SparseEncoder
+    steps: int
+    history: list[dict[str, Any]]
+    output_dir: Path
+    export_dir: Path | None
+
+
+class Trainer:
+    """Host loop around the compiled step: data plan, logging, checkpoints, resume, export."""
+
+    def __init__(self, config: TrainConfig, encoder: SparseEncoder | None = None, dataset=None,
+                 eval_fn: Callable[[SparseEncoder, int], dict[str, float]] | None = None,
+                 plan: list[list[list[int]]] | None = None):
+        from jsplade import training_data
+
+        self.config = config
+        self.encoder = encoder if encoder is not None else SparseEncoder.from_pretrained(config.base_model)
+        self.dataset = dataset if dataset is not None else training_data.load_pairs(config.train_data, config.columns)
+        self.rows = [tuple(r) for r in self.dataset.rows]
+        self.eval_fn = eval_fn
+        self.plan = plan if plan is not None else self._make_plan()
+        if not self.plan:
+            raise ValueError("the training plan is empty (no optimizer steps)")
+        self.total_steps = len(self.plan)
+        self.output_dir = Path(config.output_dir)
+        cfg = config
+        self.settings = StepSettings(
+            total_steps=self.total_steps, learning_rate=cfg.learning_rate,
+            warmup_steps=warmup_steps_from(self.total_steps, cfg.warmup_ratio if cfg.warmup_steps is None else None,
+                                           cfg.warmup_steps),
+            lambda_d=cfg.lambda_d, lambda_q=cfg.lambda_q, regularizer_schedule=cfg.regularizer_schedule,
+            regularizer_warmup_ratio=cfg.regularizer_warmup_ratio, scale=cfg.scale,
+            document_threshold=cfg.document_threshold, query_threshold=cfg.query_threshold,
+            document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout)
+        self.max_document_length = cfg.max_document_length or self.encoder.max_seq_length
+        self.max_query_length = cfg.max_query_length
+
+    # ------------------------------------------------------------------ plan
+    def _make_plan(self) -> list[list[list[int]]]:
+        from jsplade import training_data
+
+        cfg = self.config
+        if cfg.replay_batches:
+            batches = json.loads(Path(cfg.replay_batches).read_text())
+            flat_batches = training_data.ReplaySchedule(batches, len(self.rows)).batches
+        else:
+            sampler = training_data.NoDuplicatesBatchSampler(self.dataset, cfg.batch_size,
+                                                             cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed,
+                                                             drop_last=cfg.drop_last)
+            flat_batches = []
+            needed = None if cfg.max_steps is None else cfg.max_steps * cfg.grad_accum_steps
+            epoch = 0
+            while True:
+                if needed is None and epoch >= cfg.epochs:
+                    break
+                if needed is not None and len(flat_batches) >= needed:
+                    break
+                flat_batches.extend(sampler.batches_for_epoch(epoch))
+                epoch += 1
+            if needed is not None:
+                flat_batches = flat_batches[:needed]
+        a = cfg.grad_accum_steps
+        plan = []
+        for s in range(0, len(flat_batches) - a + 1, a):
+            group = [list(b) for b in flat_batches[s:s + a]]
+            if len({len(b) for b in group}) != 1:
+                group = [group[0]]  # a short final batch cannot be stacked with full ones
+            plan.append(group)
+        return plan
+
+    # ------------------------------------------------------------------ run
+    def _optimizer(self) -> optax.GradientTransformation:
+        cfg = self.config
+        freeze = (lambda path: path.startswith("query.")) if cfg.freeze_query_weights else None
+        multipliers = {}
+        if cfg.query_lr_multiplier != 1.0:
+            multipliers["query."] = cfg.query_lr_multiplier
+        if cfg.document_lr_multiplier != 1.0:
+            multipliers["mlm."] = cfg.document_lr_multiplier
+        return make_optimizer(lr_schedule(self.settings), weight_decay=cfg.weight_decay, b1=cfg.adam_beta1,
+                              b2=cfg.adam_beta2, eps=cfg.adam_epsilon, max_grad_norm=cfg.max_grad_norm,
+                              freeze=freeze, lr_multipliers=multipliers or None)
+
+    def fit(self, *, stop_after: int | None = None) -> TrainResult:
+        """Train to the end of the plan (``stop_after`` simulates a kill after that many steps)."""
+        cfg = self.config
+        model = self.encoder.model
+        model.mlm.with_compute(dtype=cfg.compute_dtype, remat=cfg.remat, attention=cfg.attention)
+        graphdef, params = nnx.split(model, nnx.Param)
+        optimizer = self._optimizer()
+        step_fn = jax.jit(make_train_step(graphdef, optimizer, self.settings), donate_argnums=0)
+        state = {"params": params, "opt": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
+                 "rng": jax.random.key_data(jax.random.key(cfg.seed))}
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = CheckpointSteps(self.output_dir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpointing)
+        start = 0
+        if cfg.resume and ckpt.latest_step() is not None:
+            state, start = self._restore(ckpt, state)
+            logger.info("resumed from step %d", start)
+        else:
+            self._write_run_files()
+        log = MetricsLog(self.output_dir / "metrics.jsonl",
+                         self.output_dir / "tensorboard" if cfg.tensorboard else None,
+                         resume_from_step=start if start else None)
+        history: list[dict[str, Any]] = []
+        bar = None
+        if cfg.progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=start, desc="training", unit="step")
+        try:
+            last = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
+            for s in range(start, last):
+                batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length)
+                t0 = time.perf_counter()
+                state, metrics = step_fn(state, batch)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                metrics["step_seconds"] = time.perf_counter() - t0
+                metrics["indices"] = [list(b) for b in self.plan[s]]
+                if not math.isfinite(metrics["total"]):
+                    log.log(s, metrics)
+                    raise TrainingDivergedError(
+                        f"loss is {metrics['total']} at step {s} (base {metrics['base_loss']}, document reg "
+                        f"{metrics['document_regularizer_loss']}, query reg {metrics['query_regularizer_loss']}); "
+                        f"training stopped. The last good checkpoint is kept in {ckpt.dir} "
+                        f"(steps {ckpt.all_steps()}); lower the learning rate or check the data.")
+                history.append({"step": s, **metrics})
+                if (s + 1) % cfg.log_every == 0 or s + 1 == last:
+                    log.log(s, {k: v for k, v in metrics.items()})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{metrics['total']:.4g}", lr=f"{metrics['lr']:.2e}",
+                                    d_dims=f"{metrics['document_active_dims']:.0f}")
+                done = s + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < self.total_steps:
+                    self._save(ckpt, state, done)
+                if cfg.eval_every and done % cfg.eval_every == 0 and self.eval_fn is not None:
+                    nnx.update(model, jax.tree.map(jnp.copy, state["params"]))
+                    evals = self.eval_fn(self.encoder, done)
+                    log.log(s, {f"eval/{k}": v for k, v in evals.items()})
+            if stop_after is not None and last < self.total_steps:
+                ckpt.wait()
+                return TrainResult(self.encoder, last, history, self.output_dir, None)
+            self._save(ckpt, state, self.total_steps, force=True)
+            ckpt.wait()
+        finally:
+            if bar is not None:
+                bar.close()
+            log.close()
+            ckpt.close()
+        nnx.update(model, state["params"])
+        export_dir = self._export()
+        return TrainResult(self.encoder, self.total_steps, history, self.output_dir, export_dir)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, ckpt: CheckpointSteps, state, step: int, force: bool = False) -> None:
+        host = jax.device_get(state)
+        params = {f"{k}": v for k, v in flat_state_dict(host["params"]).items()}
+        opt = {k: np.asarray(v) for k, v in tree_to_flat(host["opt"]).items()}
+        progress = {"step": int(step), "total_steps": self.total_steps, "rng": np.asarray(host["rng"]).tolist()}
+        ckpt.save(step, to_numpy_flat(params), opt_state=opt, progress=progress, force=force)
+
+    def _restore(self, ckpt: CheckpointSteps, state):
+        restored = ckpt.restore()
+        progress = restored.get("progress", {})
+        if progress.get("total_steps", self.total_steps) != self.total_steps:
+            raise ValueError(f"{ckpt.dir}: the checkpoint belongs to a run of {progress.get('total_steps')} steps, "
+                             f"this configuration plans {self.total_steps}; use another output_dir or resume=false")
+        params = state["params"]
+        flat = restored["params"]
+        for path, var in nnx.to_flat_state(params):
+            name = ".".join(str(p) for p in path)
+            var.set_value(jnp.asarray(flat[name]))
+        opt = flat_to_tree(restored["opt"], state["opt"])
+        step = int(restored["step"])
+        return {"params": params, "opt": opt, "step": jnp.asarray(step, jnp.int32),
+                "rng": jnp.asarray(np.asarray(progress.get("rng", np.asarray(state["rng"])), np.uint32))}, step
+
+    def _write_run_files(self) -> None:
+        cfg = self.config
+        (self.output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+        enc = self.encoder
+        if enc.source is not None and Path(enc.source).is_dir():
+            copy_template(enc.source, self.output_dir)
+        write_meta(self.output_dir, {
+            "config": enc.model.mlm.config.to_hf_dict("new"),
+            "pooling": {"pooling_strategy": enc.model.pooling_strategy,
+                        "activation_function": enc.model.activation},
+            "max_seq_length": enc.max_seq_length,
+            "similarity_fn_name": enc.similarity_fn_name,
+            "prompts": enc.prompts,
+            "source": str(enc.source) if enc.source is not None else None,
+        })
+
+    def _export(self) -> Path | None:
+        try:
+            from jsplade.st_export import export_sparse_encoder
+        except ImportError:  # pragma: no cover - during development only
+            return None
+        dst = self.output_dir / "model"
+        export_sparse_encoder(self.encoder, dst, layout=self.config.export_layout,
+                              naming=self.config.export_naming, overwrite=True)
+        return dst
