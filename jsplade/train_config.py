@@ -53,6 +53,7 @@ class TrainConfig:
     drop_last: bool = False
     replay_batches: str | None = None          # JSON file: [[row, …], …] one list per optimizer step
     # --- compute
+    mesh: str | None = None                    # None: one device; "auto" or "data=2,fsdp=2,tensor=2" (jsplade.sharding)
     compute_dtype: str = "float32"             # "float32" | "bfloat16" (float32 master weights)
     remat: bool = False
     attention: str = "auto"

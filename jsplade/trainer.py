@@ -183,12 +183,23 @@ def tree_to_flat(tree) -> dict[str, Any]:
     return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
 
 
-def flat_to_tree(flat: dict[str, Any], like) -> Any:
+def flat_to_tree(flat: dict[str, Any], like, keep_arrays: bool = False) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     missing = [jax.tree_util.keystr(p) for p, _ in leaves if jax.tree_util.keystr(p) not in flat]
     if missing:
         raise ValueError(f"checkpoint optimizer state is missing entries {missing[:3]}")
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[jax.tree_util.keystr(p)]) for p, _ in leaves])
+    conv = (lambda x: x) if keep_arrays else jnp.asarray
+    return jax.tree_util.tree_unflatten(treedef, [conv(flat[jax.tree_util.keystr(p)]) for p, _ in leaves])
+
+
+class _NullLog:
+    """Metrics sink of non-primary processes (metrics are written once)."""
+
+    def log(self, step, metrics) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -283,9 +294,25 @@ class Trainer:
         model.mlm.with_compute(dtype=cfg.compute_dtype, remat=cfg.remat, attention=cfg.attention)
         graphdef, params = nnx.split(model, nnx.Param)
         optimizer = self._optimizer()
-        step_fn = jax.jit(make_train_step(graphdef, optimizer, self.settings), donate_argnums=0)
+        train_step = make_train_step(graphdef, optimizer, self.settings)
         state = {"params": params, "opt": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
                  "rng": jax.random.key_data(jax.random.key(cfg.seed))}
+        self.mesh = None
+        if cfg.mesh is not None:
+            from jsplade import sharding
+
+            self.mesh = sharding.make_mesh(cfg.mesh)
+            divisor = sharding.batch_divisor(self.mesh)
+            if any(len(mb) % divisor for step in self.plan for mb in step):
+                raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
+            state, state_shardings = self._shard_state(state, optimizer)
+            step_fn = jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_shardings(self.mesh)),
+                              out_shardings=(state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+            place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
+        else:
+            step_fn = jax.jit(train_step, donate_argnums=0)
+            place = lambda b: b  # noqa: E731
+        primary = jax.process_index() == 0
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ckpt = CheckpointSteps(self.output_dir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpointing)
@@ -293,14 +320,14 @@ class Trainer:
         if cfg.resume and ckpt.latest_step() is not None:
             state, start = self._restore(ckpt, state)
             logger.info("resumed from step %d", start)
-        else:
+        elif primary:
             self._write_run_files()
         log = MetricsLog(self.output_dir / "metrics.jsonl",
                          self.output_dir / "tensorboard" if cfg.tensorboard else None,
-                         resume_from_step=start if start else None)
+                         resume_from_step=start if start else None) if primary else _NullLog()
         history: list[dict[str, Any]] = []
         bar = None
-        if cfg.progress_bar:
+        if cfg.progress_bar and primary:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=start, desc="training", unit="step")
@@ -309,7 +336,7 @@ class Trainer:
             for s in range(start, last):
                 batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length)
                 t0 = time.perf_counter()
-                state, metrics = step_fn(state, batch)
+                state, metrics = step_fn(state, place(batch))
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 metrics["step_seconds"] = time.perf_counter() - t0
                 metrics["indices"] = [list(b) for b in self.plan[s]]
@@ -344,20 +371,57 @@ class Trainer:
                 bar.close()
             log.close()
             ckpt.close()
-        nnx.update(model, state["params"])
-        export_dir = self._export()
+        nnx.update(model, self._host_params(state["params"]))
+        export_dir = self._export() if primary else None
         return TrainResult(self.encoder, self.total_steps, history, self.output_dir, export_dir)
 
     # ------------------------------------------------------------------ checkpoints
+    def _shard_state(self, state, optimizer):
+        from jsplade import sharding
+
+        mesh = self.mesh
+        p_sh = sharding.param_shardings(state["params"], mesh)
+        params = jax.device_put(state["params"], p_sh)
+        opt = jax.jit(optimizer.init)(params)  # moments inherit the parameters' shardings
+        o_sh = jax.tree.map(lambda x: x.sharding, opt)
+        rep = sharding.replicated(mesh)
+        shardings = {"params": p_sh, "opt": o_sh, "step": rep, "rng": rep}
+        state = {"params": params, "opt": opt, "step": jax.device_put(state["step"], rep),
+                 "rng": jax.device_put(state["rng"], rep)}
+        return state, shardings
+
+    @staticmethod
+    def _host_params(params):
+        if jax.process_count() == 1:
+            return jax.device_get(params)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(params, tiled=True)
+
     def _save(self, ckpt: CheckpointSteps, state, step: int, force: bool = False) -> None:
-        host = jax.device_get(state)
-        params = {f"{k}": v for k, v in flat_state_dict(host["params"]).items()}
-        opt = {k: np.asarray(v) for k, v in tree_to_flat(host["opt"]).items()}
-        progress = {"step": int(step), "total_steps": self.total_steps, "rng": np.asarray(host["rng"]).tolist()}
-        ckpt.save(step, to_numpy_flat(params), opt_state=opt, progress=progress, force=force)
+        if jax.process_count() == 1:
+            host = jax.device_get(state)  # a host copy: the next step donates the device buffers
+            params = to_numpy_flat(flat_state_dict(host["params"]))
+            opt = {k: np.asarray(v) for k, v in tree_to_flat(host["opt"]).items()}
+            rng = np.asarray(host["rng"]).tolist()
+        else:  # each process writes its own shards (orbax coordinates)
+            params = dict(flat_state_dict(state["params"]))
+            opt = tree_to_flat(state["opt"])
+            rng = np.asarray(jax.device_get(state["rng"])).tolist()
+        progress = {"step": int(step), "total_steps": self.total_steps, "rng": rng}
+        ckpt.save(step, params, opt_state=opt, progress=progress, force=force)
+        if jax.process_count() > 1:
+            ckpt.wait()
 
     def _restore(self, ckpt: CheckpointSteps, state):
-        restored = ckpt.restore()
+        sharded = self.mesh is not None
+
+        def abstract(x):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if sharded else None)
+
+        params_target = {k: abstract(v) for k, v in flat_state_dict(state["params"]).items()}
+        opt_target = {k: abstract(v) for k, v in tree_to_flat(state["opt"]).items()}
+        restored = ckpt.restore(params_target=params_target, opt_target=opt_target)
         progress = restored.get("progress", {})
         if progress.get("total_steps", self.total_steps) != self.total_steps:
             raise ValueError(f"{ckpt.dir}: the checkpoint belongs to a run of {progress.get('total_steps')} steps, "
@@ -366,11 +430,19 @@ class Trainer:
         flat = restored["params"]
         for path, var in nnx.to_flat_state(params):
             name = ".".join(str(p) for p in path)
-            var.set_value(jnp.asarray(flat[name]))
-        opt = flat_to_tree(restored["opt"], state["opt"])
+            value = flat[name]
+            var.set_value(value if sharded else jnp.asarray(value))
+        opt = flat_to_tree(restored["opt"], state["opt"], keep_arrays=sharded)
         step = int(restored["step"])
-        return {"params": params, "opt": opt, "step": jnp.asarray(step, jnp.int32),
-                "rng": jnp.asarray(np.asarray(progress.get("rng", np.asarray(state["rng"])), np.uint32))}, step
+        rng = jnp.asarray(np.asarray(progress.get("rng", np.asarray(jax.device_get(state["rng"]))), np.uint32))
+        new = {"params": params, "opt": opt, "step": jnp.asarray(step, jnp.int32), "rng": rng}
+        if sharded:
+            from jsplade import sharding
+
+            rep = sharding.replicated(self.mesh)
+            new["step"] = jax.device_put(new["step"], rep)
+            new["rng"] = jax.device_put(new["rng"], rep)
+        return new, step
 
     def _write_run_files(self) -> None:
         cfg = self.config

@@ -1,0 +1,64 @@
+"""jsplade-train: train a sparse encoder from a small TOML config.
+
+    jsplade-train CONFIG.toml [--base-model DIR_OR_HUB_ID] [--output-dir DIR] [--set key=value ...]
+
+Every setting is documented in ``jsplade.train_config.TrainConfig``; ``--set`` overrides any of them
+(values parsed as TOML: numbers, booleans, strings, lists). Errors in the config or the data are reported
+before any compute, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tomllib
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jsplade-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="TOML training config (see train/configs/)")
+    parser.add_argument("--base-model", help="SparseEncoder directory or hub id (overrides the config)")
+    parser.add_argument("--output-dir", help="run directory (overrides the config)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    from jsplade.train_config import TrainConfig
+
+    try:
+        overrides = _parse_set(args.set)
+        if args.base_model:
+            overrides["base_model"] = args.base_model
+        if args.output_dir:
+            overrides["output_dir"] = args.output_dir
+        config = TrainConfig.from_file(args.config, overrides)
+        from jsplade.trainer import Trainer
+
+        trainer = Trainer(config)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"jsplade-train: error: {exc}", file=sys.stderr)
+        return 2
+    result = trainer.fit()
+    last = result.history[-1] if result.history else {}
+    print(f"trained {result.steps} steps; final loss {last.get('total', float('nan')):.6g}; "
+          f"run directory {result.output_dir}; model {result.export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
