@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsplade.io_utils import read_json
+from jsplade.io_utils import read_json_object
 
 # Activation names accepted for ``hidden_act`` (HF spellings).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
@@ -333,7 +333,7 @@ class GteConfig:
     @classmethod
     def from_json_file(cls, path: str | Path) -> GteConfig:
         path = Path(path)
-        raw = read_json(path, what="HF model config")
+        raw = read_json_object(path, what="HF model config")
         return cls.from_hf_dict(raw, source=str(path))
 
     def to_json_string(self, naming: str = "new") -> str:

@@ -187,8 +187,8 @@ def write_weights_dir(folder: str | Path, tensors: Mapping[str, np.ndarray], *, 
         weight_map.update({k: fname for k in shard})
         paths.append(folder / fname)
     index = {"metadata": {"total_size": int(total)}, "weight_map": dict(sorted(weight_map.items()))}
-    tmp = folder / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, folder / INDEX_NAME)
+    from jsplade.io_utils import atomic_write_json
+
+    atomic_write_json(folder / INDEX_NAME, index)
     paths.append(folder / INDEX_NAME)
     return paths
