@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""jsplade vs sentence-transformers (PyTorch) on the same machine, same random v3-gte-shaped weights.
+
+    python bench/run_benchmarks.py                  # all four figures, results in runs/bench/results.json
+    python bench/run_benchmarks.py --only a,c       # a subset
+    python bench/run_benchmarks.py --layers 2       # a quick smoke run (not comparable)
+
+Figures (each measurement runs in its own process, so peak memory is that of the measurement):
+  (a) encoding 2,000 LIMIT documents (batch 32): documents/s
+  (b) one training step, 16 (query, document) pairs at 256 tokens: seconds/step
+  (c) encoding one 8192-token document: seconds and peak memory above the loaded model
+  (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
+Both sides run float32; PyTorch is also measured in bfloat16 for (a)–(c).
+Peak memory = the highest resident set size sampled every 2 ms during the measurement, minus the RSS
+just before it (the loaded model and framework are excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+MODEL_DIR = REPO / "runs" / "bench" / "model"
+LIMIT_CORPUS = REPO / "data" / "limit" / "corpus.jsonl.gz"
+MEM_LIMIT_BYTES = 21 * 1024**3  # leave room on a 24 GiB machine; a side that needs more "cannot"
+
+
+# --------------------------------------------------------------------------- measurement helpers
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Samples this process's RSS in a thread; ``peak_above_start`` in bytes."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.start = _rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            r = _rss()
+            if r > self.peak:
+                self.peak = r
+            if r > MEM_LIMIT_BYTES:
+                os._exit(137)  # treat as out of memory
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def peak_above_start(self) -> int:
+        return self.peak - self.start
+
+
+def limit_documents(n: int) -> list[str]:
+    if not LIMIT_CORPUS.exists():
+        raise SystemExit(f"{LIMIT_CORPUS} is missing (it ships with the repository)")
+    docs = []
+    with gzip.open(LIMIT_CORPUS, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            docs.append((row.get("title", "") + " " + row["text"]).strip())
+            if len(docs) == n:
+                break
+    return docs
+
+
+def long_text(n_words: int) -> str:
+    docs = limit_documents(200)
+    words = " ".join(docs).split()
+    return " ".join(words[:n_words])
+
+
+def pairs(n: int) -> list[tuple[str, str]]:
+    docs = limit_documents(n)
+    return [(f"Who likes {d.split(' likes ')[1].split(',')[0]}?", d * 3) for d in docs]
+
+
+# --------------------------------------------------------------------------- workers
+def worker_jsplade(task: str, batch: int) -> dict:
+    import jax
+    import numpy as np
+
+    from jsplade import SparseEncoder
+
+    enc = SparseEncoder.from_pretrained(MODEL_DIR)
+    if task == "a":
+        docs = limit_documents(2000)
+        enc.encode_document(docs[:256], batch_size=32)  # compile the shapes the corpus uses
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            enc.encode_document(docs, batch_size=32)
+        dt = time.perf_counter() - t
+        return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
+    if task == "c":
+        text = long_text(12000)
+        enc.encode_document([text])  # compile
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            enc.encode_document([text])
+        dt = time.perf_counter() - t
+        return {"seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
+    # training steps
+    from jsplade.trainer import StepSettings, collate, make_train_step
+    from jsplade.optim import make_optimizer
+    from flax import nnx
+    import jax.numpy as jnp
+
+    length = 256 if task == "b" else 8192
+    rows = pairs(batch) if task == "b" else [(q, long_text(12000)) for q, _ in pairs(batch)]
+    if task == "d":
+        enc.model.mlm.with_compute(remat=True, head_chunk=512, attention="blockwise")
+    settings = StepSettings(total_steps=100, learning_rate=5e-5, warmup_steps=0, lambda_d=3e-5, lambda_q=5e-5,
+                            regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3)
+    graphdef, params = nnx.split(enc.model, nnx.Param)
+    opt = make_optimizer(lambda s: 5e-5)
+    step = jax.jit(make_train_step(graphdef, opt, settings), donate_argnums=0)
+    state = {"params": params, "opt": opt.init(params), "step": jnp.asarray(50, jnp.int32),
+             "rng": jax.random.key_data(jax.random.key(0))}
+    data = collate(enc, rows, [list(range(batch))], None, length)
+    assert data["doc_ids"].shape[-1] == length, data["doc_ids"].shape
+    state, m = step(state, data)  # compile + first step
+    jax.block_until_ready(m)
+    times = []
+    with PeakMemory() as mem:
+        for _ in range(2 if task == "b" else 1):
+            t = time.perf_counter()
+            state, m = step(state, data)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+    return {"seconds_per_step": float(np.median(times)), "peak_mb": mem.peak_above_start / 2**20, "batch": batch}
+
+
+def worker_st(task: str, batch: int, dtype: str) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    from sentence_transformers import SparseEncoder as STEncoder
+
+    kwargs = {"model_kwargs": {"dtype": torch.bfloat16}} if dtype == "bfloat16" else {}
+    st = STEncoder(str(MODEL_DIR), device="cpu", **kwargs)
+    if task == "a":
+        docs = limit_documents(2000)
+        st.encode_document(docs[:64], batch_size=32)
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            st.encode_document(docs, batch_size=32)
+        dt = time.perf_counter() - t
+        return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
+    if task == "c":
+        text = long_text(12000)
+        st.encode_document(["warm up"])
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            st.encode_document([text])
+        dt = time.perf_counter() - t
+        return {"seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
+    # training steps through the reference trainer
+    from datasets import Dataset
+    from sentence_transformers.sparse_encoder import SparseEncoderTrainer, SparseEncoderTrainingArguments
+    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from transformers import TrainerCallback
+
+    length = 256 if task == "b" else 8192
+    st.max_seq_length = length
+    rows = pairs(batch) if task == "b" else [(q, long_text(12000)) for q, _ in pairs(batch)]
+    ds = Dataset.from_dict({"query": [q for q, _ in rows], "document": [d for _, d in rows]})
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    steps = 3 if task == "b" else 2
+    args = SparseEncoderTrainingArguments(
+        output_dir=str(REPO / "runs" / "bench" / "st_trainer"), per_device_train_batch_size=batch,
+        max_steps=steps, learning_rate=5e-5, report_to=[], save_strategy="no", logging_steps=1000,
+        router_mapping={"query": "query", "document": "document"}, bf16=False, use_cpu=True,
+        dataloader_drop_last=False, disable_tqdm=True)
+    loss = SpladeLoss(st, SparseMultipleNegativesRankingLoss(st), document_regularizer_weight=3e-5,
+                      query_regularizer_weight=5e-5)
+    trainer = SparseEncoderTrainer(model=st, args=args, train_dataset=ds, loss=loss, callbacks=[Timer()])
+    with PeakMemory() as mem:
+        trainer.train()
+    return {"seconds_per_step": float(sorted(times[1:])[len(times[1:]) // 2]), "peak_mb": mem.peak_above_start / 2**20,
+            "batch": batch}
+
+
+# --------------------------------------------------------------------------- orchestration
+def run_worker(side: str, task: str, batch: int, dtype: str = "float32", timeout: int = 3600) -> dict:
+    cmd = [sys.executable, __file__, "--worker", side, "--task", task, "--batch", str(batch), "--dtype", dtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"failed": True, "returncode": proc.returncode, "error": " | ".join(tail)}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="a,b,c,d")
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
+    ap.add_argument("--worker", choices=["jsplade", "st"])
+    ap.add_argument("--task")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args()
+    if args.worker:
+        out = worker_jsplade(args.task, args.batch) if args.worker == "jsplade" else \
+            worker_st(args.task, args.batch, args.dtype)
+        print(json.dumps(out))
+        return 0
+
+    from bench_model import build_bench_model
+
+    build_bench_model(MODEL_DIR, num_layers=args.layers)
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "layers": args.layers,
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                                f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+                     "command": " ".join(sys.argv)}
+    tasks = args.only.split(",")
+    for task in tasks:
+        if task in ("a", "c"):
+            results[task] = {
+                "jsplade": run_worker("jsplade", task, 1),
+                "st_float32": run_worker("st", task, 1, "float32"),
+                "st_bfloat16": run_worker("st", task, 1, "bfloat16"),
+            }
+        elif task == "b":
+            results["b"] = {"jsplade": run_worker("jsplade", "b", 16), "st_float32": run_worker("st", "b", 16)}
+        elif task == "d":
+            found = {}
+            for side in ("jsplade", "st"):
+                best = None
+                for b in (1, 2, 4, 8):
+                    r = run_worker(side, "d", b, timeout=5400)
+                    print(f"(d) {side} batch {b}: {r}", flush=True)
+                    if r.get("failed"):
+                        break
+                    best = r
+                found[side] = best or {"failed": True, "note": "batch 1 did not fit"}
+            results["d"] = found
+        print(json.dumps({task: results.get(task)}, indent=1), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
