@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from flax import nnx
 
+from jsplade.batching import padded_length, pow2_at_least
 from jsplade.hf_checkpoint import load_mlm
 from jsplade.model import ComputeOptions
 from jsplade.sparse_utils import (as_csr, check_max_active_dims, dense_to_csr, sparsity, topk_csr_rows,
@@ -35,25 +36,10 @@ from jsplade.tokenization import WordPieceTokenizer, document_max_length, valida
 
 logger = logging.getLogger("jsplade")
 
-# Padded lengths used for document batches (capped at the model's max length). Roughly ×1.5 apart,
-# so padding wastes at most a third and a corpus compiles at most ~20 programs.
-LENGTH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-                 6144, 8192, 12288, 16384)
 # Entries of a [B, chunk, V] float32 logits block above which the vocabulary projection is chunked.
 _LOGITS_BUDGET = 1 << 26
 # Progress bars turn on by themselves above this many texts.
 _AUTO_PROGRESS = 2000
-
-
-def padded_length(n_tokens: int, max_length: int) -> int:
-    for length in LENGTH_LADDER:
-        if length >= n_tokens:
-            return min(length, max_length)
-    return max_length
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 class SparseEncoder:
@@ -182,7 +168,7 @@ class SparseEncoder:
         pieces: list[sp.csr_matrix] = [None] * len(batches)  # type: ignore[list-item]
         progress = _progress(len(batches), show_progress_bar, n >= _AUTO_PROGRESS, "Encoding documents")
         for b, (rows, pad_len) in enumerate(batches):
-            padded_rows = _pow2_at_least(len(rows))
+            padded_rows = pow2_at_least(len(rows))
             ids_BxL = np.zeros((padded_rows, pad_len), np.int32)
             mask_BxL = np.zeros((padded_rows, pad_len), np.int32)
             for i, r in enumerate(rows):
@@ -222,7 +208,7 @@ class SparseEncoder:
         packed = pack_documents([ids[i] for i in order], pack_length) if order else None
         if packed is not None:
             n_rows = packed.input_ids.shape[0]
-            groups = _pow2_at_least(packed.n_groups)
+            groups = pow2_at_least(packed.n_groups)
             chunk = _token_chunk(rows_per_call, pack_length, self.vocab_size) or 256
             pooled_rows = []
             for start in range(0, n_rows, rows_per_call):

@@ -140,6 +140,8 @@ def _path(key_path) -> str:
                 break
         else:
             parts.append(str(k))
+    if parts and parts[-1] in ("value", "raw_value"):  # nnx.Variable leaves
+        parts.pop()
     return ".".join(parts)
 
 
@@ -190,3 +192,42 @@ def global_batch_from_host(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str
         local = np.take(arr, np.arange(start, start + per_process), axis=axis)
         out[k] = jax.make_array_from_process_local_data(sharding, local, arr.shape)
     return out
+
+
+# --------------------------------------------------------------------------- train state
+def shard_state(state: dict, optimizer, mesh: Mesh) -> tuple[dict, dict]:
+    """Place a train state on ``mesh``: parameters by the rules, optimizer moments like their parameters
+    (``optimizer.init`` under jit propagates the parameters' shardings), step and RNG replicated."""
+    p_sh = param_shardings(state["params"], mesh)
+    params = jax.device_put(state["params"], p_sh)
+    rep = replicated(mesh)
+    o_sh = optimizer_shardings(optimizer, state["params"], p_sh, mesh)
+    opt = jax.jit(optimizer.init, out_shardings=o_sh)(params)
+    shardings = {"params": p_sh, "opt": o_sh, "step": rep, "rng": rep}
+    placed = {"params": params, "opt": opt, "step": jax.device_put(state["step"], rep),
+              "rng": jax.device_put(state["rng"], rep)}
+    return placed, shardings
+
+
+def optimizer_shardings(optimizer, params, p_sh, mesh: Mesh):
+    """Shardings of the optimizer state: a leaf whose key path ends with a parameter's path and has its
+    shape (Adam's moments) takes that parameter's sharding; everything else (counts) is replicated."""
+    by_path = {}
+    for (kp, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(p_sh)):
+        by_path[_path(kp)] = (tuple(np.shape(leaf)), sh)
+    rep = replicated(mesh)
+
+    def one(kp, leaf):
+        path = _path(kp)
+        for ppath, (shape, sh) in by_path.items():
+            if (path == ppath or path.endswith("." + ppath)) and tuple(leaf.shape) == shape:
+                return sh
+        return rep
+
+    return jax.tree_util.tree_map_with_path(one, jax.eval_shape(optimizer.init, params))
+
+
+def jit_sharded_step(train_step, mesh: Mesh, state_shardings: dict):
+    """``jax.jit`` of a pure ``train_step(state, batch)`` with in/out shardings and the state donated."""
+    return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)

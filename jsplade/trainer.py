@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jsplade.encoder import SparseEncoder, padded_length
+from jsplade.batching import padded_length
 from jsplade.losses import splade_loss
 from jsplade.metrics_log import MetricsLog
 from jsplade.optim import global_norm, make_optimizer
@@ -35,6 +35,9 @@ from jsplade.schedules import linear_warmup_decay, regularizer_weight, warmup_st
 from jsplade.static_embedding import query_presence
 from jsplade.train_checkpoint import CheckpointSteps, copy_template, to_numpy_flat, write_meta
 from jsplade.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from jsplade.encoder import SparseEncoder
 
 logger = logging.getLogger("jsplade")
 
@@ -146,7 +149,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings:
 
 
 # --------------------------------------------------------------------------- host side
-def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
+def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
             max_query_length: int | None, max_document_length: int) -> dict[str, np.ndarray]:
     """Tokenize the rows of each micro-batch into padded arrays (see module docstring)."""
     n_cols = len(rows[0]) - 1
@@ -192,6 +195,56 @@ def flat_to_tree(flat: dict[str, Any], like, keep_arrays: bool = False) -> Any:
     return jax.tree_util.tree_unflatten(treedef, [conv(flat[jax.tree_util.keystr(p)]) for p, _ in leaves])
 
 
+def save_state(ckpt: CheckpointSteps, state, step: int, total_steps: int, force: bool = False) -> None:
+    """Write a train state as checkpoint ``step`` (flat params, flat optimizer state, progress JSON)."""
+    if jax.process_count() == 1:
+        host = jax.device_get(state)  # a host copy: the next step donates the device buffers
+        params = to_numpy_flat(flat_state_dict(host["params"]))
+        opt = {k: np.asarray(v) for k, v in tree_to_flat(host["opt"]).items()}
+        rng = np.asarray(host["rng"]).tolist()
+    else:  # each process writes its own shards (orbax coordinates)
+        params = dict(flat_state_dict(state["params"]))
+        opt = tree_to_flat(state["opt"])
+        rng = np.asarray(jax.device_get(state["rng"])).tolist()
+    progress = {"step": int(step), "total_steps": int(total_steps), "rng": rng}
+    ckpt.save(step, params, opt_state=opt, progress=progress, force=force)
+    if jax.process_count() > 1:
+        ckpt.wait()
+
+
+def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, step: int | None = None):
+    """Restore the latest (or ``step``) checkpoint into the structure — and, with ``mesh``, the shardings —
+    of ``template`` (a freshly initialised train state). A checkpoint from another mesh shape restores fine."""
+    sharded = mesh is not None
+
+    def abstract(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if sharded else None)
+
+    params_target = {k: abstract(v) for k, v in flat_state_dict(template["params"]).items()}
+    opt_target = {k: abstract(v) for k, v in tree_to_flat(template["opt"]).items()}
+    restored = ckpt.restore(step, params_target=params_target, opt_target=opt_target)
+    progress = restored.get("progress", {})
+    if progress.get("total_steps", total_steps) != total_steps:
+        raise ValueError(f"{ckpt.dir}: the checkpoint belongs to a run of {progress.get('total_steps')} steps, "
+                         f"this configuration plans {total_steps}; use another output_dir or resume=false")
+    params = template["params"]
+    flat = restored["params"]
+    for path, var in nnx.to_flat_state(params):
+        value = flat[".".join(str(p) for p in path)]
+        var.set_value(value if sharded else jnp.asarray(value))
+    opt = flat_to_tree(restored["opt"], template["opt"], keep_arrays=sharded)
+    done = int(restored["step"])
+    rng = jnp.asarray(np.asarray(progress.get("rng", np.asarray(jax.device_get(template["rng"]))), np.uint32))
+    new = {"params": params, "opt": opt, "step": jnp.asarray(done, jnp.int32), "rng": rng}
+    if sharded:
+        from jsplade import sharding
+
+        rep = sharding.replicated(mesh)
+        new["step"] = jax.device_put(new["step"], rep)
+        new["rng"] = jax.device_put(new["rng"], rep)
+    return new, done
+
+
 class _NullLog:
     """Metrics sink of non-primary processes (metrics are written once)."""
 
@@ -204,7 +257,7 @@ class _NullLog:
 
 @dataclass
 class TrainResult:
-    encoder: SparseEncoder
+    encoder: "SparseEncoder"
     steps: int
     history: list[dict[str, Any]]
     output_dir: Path
@@ -215,9 +268,10 @@ class Trainer:
     """Host loop around the compiled step: data plan, logging, checkpoints, resume, export."""
 
     def __init__(self, config: TrainConfig, encoder: SparseEncoder | None = None, dataset=None,
-                 eval_fn: Callable[[SparseEncoder, int], dict[str, float]] | None = None,
+                 eval_fn: Callable[["SparseEncoder", int], dict[str, float]] | None = None,
                  plan: list[list[list[int]]] | None = None):
         from jsplade import training_data
+        from jsplade.encoder import SparseEncoder
 
         self.config = config
         self.encoder = encoder if encoder is not None else SparseEncoder.from_pretrained(config.base_model)
@@ -305,9 +359,8 @@ class Trainer:
             divisor = sharding.batch_divisor(self.mesh)
             if any(len(mb) % divisor for step in self.plan for mb in step):
                 raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
-            state, state_shardings = self._shard_state(state, optimizer)
-            step_fn = jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_shardings(self.mesh)),
-                              out_shardings=(state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+            state, state_shardings = sharding.shard_state(state, optimizer, self.mesh)
+            step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings)
             place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
         else:
             step_fn = jax.jit(train_step, donate_argnums=0)
@@ -376,20 +429,6 @@ class Trainer:
         return TrainResult(self.encoder, self.total_steps, history, self.output_dir, export_dir)
 
     # ------------------------------------------------------------------ checkpoints
-    def _shard_state(self, state, optimizer):
-        from jsplade import sharding
-
-        mesh = self.mesh
-        p_sh = sharding.param_shardings(state["params"], mesh)
-        params = jax.device_put(state["params"], p_sh)
-        opt = jax.jit(optimizer.init)(params)  # moments inherit the parameters' shardings
-        o_sh = jax.tree.map(lambda x: x.sharding, opt)
-        rep = sharding.replicated(mesh)
-        shardings = {"params": p_sh, "opt": o_sh, "step": rep, "rng": rep}
-        state = {"params": params, "opt": opt, "step": jax.device_put(state["step"], rep),
-                 "rng": jax.device_put(state["rng"], rep)}
-        return state, shardings
-
     @staticmethod
     def _host_params(params):
         if jax.process_count() == 1:
@@ -399,50 +438,10 @@ class Trainer:
         return multihost_utils.process_allgather(params, tiled=True)
 
     def _save(self, ckpt: CheckpointSteps, state, step: int, force: bool = False) -> None:
-        if jax.process_count() == 1:
-            host = jax.device_get(state)  # a host copy: the next step donates the device buffers
-            params = to_numpy_flat(flat_state_dict(host["params"]))
-            opt = {k: np.asarray(v) for k, v in tree_to_flat(host["opt"]).items()}
-            rng = np.asarray(host["rng"]).tolist()
-        else:  # each process writes its own shards (orbax coordinates)
-            params = dict(flat_state_dict(state["params"]))
-            opt = tree_to_flat(state["opt"])
-            rng = np.asarray(jax.device_get(state["rng"])).tolist()
-        progress = {"step": int(step), "total_steps": self.total_steps, "rng": rng}
-        ckpt.save(step, params, opt_state=opt, progress=progress, force=force)
-        if jax.process_count() > 1:
-            ckpt.wait()
+        save_state(ckpt, state, step, self.total_steps, force=force)
 
     def _restore(self, ckpt: CheckpointSteps, state):
-        sharded = self.mesh is not None
-
-        def abstract(x):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if sharded else None)
-
-        params_target = {k: abstract(v) for k, v in flat_state_dict(state["params"]).items()}
-        opt_target = {k: abstract(v) for k, v in tree_to_flat(state["opt"]).items()}
-        restored = ckpt.restore(params_target=params_target, opt_target=opt_target)
-        progress = restored.get("progress", {})
-        if progress.get("total_steps", self.total_steps) != self.total_steps:
-            raise ValueError(f"{ckpt.dir}: the checkpoint belongs to a run of {progress.get('total_steps')} steps, "
-                             f"this configuration plans {self.total_steps}; use another output_dir or resume=false")
-        params = state["params"]
-        flat = restored["params"]
-        for path, var in nnx.to_flat_state(params):
-            name = ".".join(str(p) for p in path)
-            value = flat[name]
-            var.set_value(value if sharded else jnp.asarray(value))
-        opt = flat_to_tree(restored["opt"], state["opt"], keep_arrays=sharded)
-        step = int(restored["step"])
-        rng = jnp.asarray(np.asarray(progress.get("rng", np.asarray(jax.device_get(state["rng"]))), np.uint32))
-        new = {"params": params, "opt": opt, "step": jnp.asarray(step, jnp.int32), "rng": rng}
-        if sharded:
-            from jsplade import sharding
-
-            rep = sharding.replicated(self.mesh)
-            new["step"] = jax.device_put(new["step"], rep)
-            new["rng"] = jax.device_put(new["rng"], rep)
-        return new, step
+        return restore_state(ckpt, state, self.total_steps, self.mesh)
 
     def _write_run_files(self) -> None:
         cfg = self.config

@@ -8,6 +8,11 @@ from pathlib import Path
 # Deterministic, 2-core friendly XLA on CPU.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 
+import jax  # noqa: E402
+
+# Eight host devices for the sharding tests (meshes 8, 2x4, 2x2x2); single-device code uses device 0.
+jax.config.update("jax_num_cpu_devices", 8)
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GTE_FIXTURES = FIXTURES / "gte"
 SE_FIXTURES = FIXTURES / "sparse_encoder"

@@ -1,0 +1,83 @@
+"""Shared by the sharding tests and the multi-process worker: a tiny SPLADE model, a fixed batch and
+a few sharded train steps (fixture tokenizer-free: random token ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jsplade import sharding
+from jsplade.config import GteConfig
+from jsplade.hf_checkpoint import mlm_from_params
+from jsplade.optim import make_optimizer
+from jsplade.params import flat_state_dict
+from jsplade.recipe import recipe_state_dict
+from jsplade.splade_model import SpladeModel
+from jsplade.static_embedding import StaticQueryEmbedding
+from jsplade.trainer import StepSettings, make_train_step
+from jsplade.weight_map import hf_to_params
+
+CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "sparse_encoder" / "model" / "config.json"
+SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambda_d=3e-3, lambda_q=5e-3,
+                        regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
+
+
+def build_model() -> SpladeModel:
+    cfg = GteConfig.from_json_file(CONFIG).replace(hidden_dropout_prob=0.0)
+    mlm = mlm_from_params(cfg, hf_to_params(recipe_state_dict(cfg, 7), cfg))
+    weights = np.random.RandomState(0).uniform(0.5, 8.0, cfg.vocab_size).astype(np.float32)
+    return SpladeModel(mlm, StaticQueryEmbedding(weights))
+
+
+def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(100 + step)
+    lq, ld = 8, 48
+    batch = {"query_ids": rng.integers(1000, 30000, (1, rows, lq)).astype(np.int32),
+             "query_mask": np.ones((1, rows, lq), np.int32),
+             "doc_ids": rng.integers(1000, 30000, (1, 2, rows, ld)).astype(np.int32),
+             "doc_mask": np.ones((1, 2, rows, ld), np.int32)}
+    batch["query_mask"][0, :, 6:] = 0
+    batch["doc_mask"][0, :, ::2, 40:] = 0
+    return batch
+
+
+def initial_state(optimizer):
+    graphdef, params = nnx.split(build_model(), nnx.Param)
+    state = {"params": params, "opt": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
+             "rng": jax.random.key_data(jax.random.key(0))}
+    return graphdef, state
+
+
+def runner(mesh_spec: str | None):
+    """(state, step_fn, place) for one device (``None``) or a mesh."""
+    optimizer = make_optimizer(lambda s: SETTINGS.learning_rate)
+    graphdef, state = initial_state(optimizer)
+    step = make_train_step(graphdef, optimizer, SETTINGS)
+    if mesh_spec is None:
+        return state, jax.jit(step, donate_argnums=0), (lambda b: b), None
+    mesh = sharding.make_mesh(mesh_spec)
+    state, shardings = sharding.shard_state(state, optimizer, mesh)
+    return state, sharding.jit_sharded_step(step, mesh, shardings), \
+        (lambda b: sharding.global_batch_from_host(b, mesh)), mesh
+
+
+def run_steps(state, fn, place, start: int, stop: int):
+    metrics = []
+    for s in range(start, stop):
+        state, m = fn(state, place(make_batch(s)))
+        metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
+    return state, metrics
+
+
+def host_params(state) -> dict[str, np.ndarray]:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(state["params"], tiled=True)
+    else:
+        params = jax.device_get(state["params"])
+    return {k: np.asarray(v) for k, v in flat_state_dict(params).items()}
