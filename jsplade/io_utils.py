@@ -1,4 +1,9 @@
-"""Atomic file and directory writes, and JSON reading with errors that name the file."""
+"""Atomic file and directory writes, and JSON reading with errors that name the file.
+
+Every writer goes through a temporary sibling (same directory, so the final ``os.replace`` is a rename
+on one file system), flushes and fsyncs it, then renames it into place: a reader never sees a half
+written file, and a failure leaves the destination as it was and removes the temporary.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,40 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _current_umask() -> int:
+    # Read once at import: os.umask can only be read by setting it.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+_FILE_MODE = 0o666 & ~_UMASK  # what open(..., "w") would have given (mkstemp gives 0o600)
+_DIR_MODE = 0o777 & ~_UMASK   # what os.mkdir would have given (mkdtemp gives 0o700)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then rename."""
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then rename.
+
+    The file gets the mode a plain ``open(path, "wb")`` would give (an existing file's mode is kept).
+    The parent directory must exist.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write_bytes: data must be bytes, got {type(data).__name__}")
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: parent directory {path.parent} does not exist")
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -28,15 +58,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text: text must be a str, got {type(text).__name__}")
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """Write ``obj`` as JSON (UTF-8, non-ASCII kept, trailing newline) to ``path`` atomically.
+
+    An object JSON cannot represent raises ``TypeError`` before anything is written.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    atomic_write_text(path, text)
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file; a missing file or malformed JSON is an error naming the file."""
+    """The parsed content of a JSON file.
+
+    A missing file raises ``FileNotFoundError`` naming the path; a directory, non-UTF-8 bytes or
+    malformed JSON raise ``ValueError`` naming the path (``"<path>: malformed JSON ..."``).
+    Whether the value has the right shape is the caller's check (see ``read_json_object``).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -53,6 +96,7 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
 
 
 def read_json_object(path: str | Path, what: str = "JSON file") -> dict[str, Any]:
+    """``read_json`` for files that must hold a JSON object; anything else is a ``ValueError``."""
     obj = read_json(path, what)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: {what} must hold a JSON object, found {type(obj).__name__}")
@@ -60,6 +104,7 @@ def read_json_object(path: str | Path, what: str = "JSON file") -> dict[str, Any
 
 
 def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries to disk (best effort: a no-op where directories can't be opened)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -73,17 +118,20 @@ def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]
     """Yield a fresh temporary sibling of ``dst``; move it into place only when the block succeeds.
 
     An existing ``dst`` is refused (``FileExistsError``) before anything is written unless ``overwrite``;
-    with ``overwrite`` the old directory is replaced only after the new one is complete. On an exception
-    the temporary directory is removed and ``dst`` is untouched.
+    with ``overwrite`` the old directory is replaced only after the new one is complete (the swap is two
+    renames, so there is a moment without ``dst``, never a mix of old and new files). On an exception
+    the temporary directory is removed and ``dst`` is untouched. The parent of ``dst`` is created.
     """
     dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
-    if dst.exists() and not dst.is_dir():
-        raise FileExistsError(f"{dst}: destination exists and is not a directory")
+    if dst.exists() or dst.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
+        if dst.is_symlink() or not dst.is_dir():
+            raise FileExistsError(f"{dst}: destination exists and is not a directory; refusing to replace it")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
+        os.chmod(tmp, _DIR_MODE)
         yield tmp
         fsync_dir(tmp)
         if dst.exists():
