@@ -126,7 +126,7 @@ def _leaf_plan(paths: list[str], frozen: Callable[[str], bool] | None,
 
 # --------------------------------------------------------------------------- clipping
 def global_norm(tree) -> jnp.ndarray:
-    """‖(‖leaf_1‖₂, …, ‖leaf_n‖₂)‖₂ of the floating-point leaves (torch ``clip_grad_norm_``'s total norm).
+    """‖(‖leaf_1‖₂, …, ‖leaf_n‖₂)‖₂ of the floating-point leaves (torch ``clip_grad_norm_``'s norm).
 
     Accumulates in float32 (float64 leaves stay float64); an empty tree gives 0.
     """

@@ -29,7 +29,7 @@ from flax import nnx
 from jsplade.batching import padded_length
 from jsplade.losses import splade_loss
 from jsplade.metrics_log import MetricsLog
-from jsplade.optim import global_norm, make_optimizer
+from jsplade.optim import global_norm, last_grad_norm, make_optimizer
 from jsplade.params import flat_state_dict
 from jsplade.schedules import linear_warmup_decay, regularizer_weight, warmup_steps_from
 from jsplade.static_embedding import query_presence
@@ -137,8 +137,11 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings:
             (grads, terms, stats), _ = jax.lax.scan(body, zeros, jnp.arange(n_micro))
             grads, terms, stats = jax.tree.map(lambda x: x / n_micro, (grads, terms, stats))
 
-        grad_norm = global_norm(grads)
         updates, opt_state = optimizer.update(grads, state["opt"], state["params"])
+        try:  # the norm torch's clip_grad_norm_ reports (frozen parameters excluded)
+            grad_norm = last_grad_norm(opt_state)
+        except ValueError:  # built without clipping
+            grad_norm = global_norm(grads)
         params = optax.apply_updates(state["params"], updates)
         metrics = {**{k: v for k, v in terms.items()}, **stats, "grad_norm": grad_norm, "lr": schedule(step),
                    "lambda_d": lam_d, "lambda_q": jnp.float32(0.0) if lam_q is None else lam_q}
