@@ -211,3 +211,72 @@ def test_limit_samples_2_config_runs_end_to_end(tmp_path):
     assert (tmp_path / "run" / "model" / "modules.json").exists()
     reloaded = SparseEncoder.from_pretrained(tmp_path / "run" / "model")
     assert reloaded.vocab_size == 30522
+
+
+def test_gradient_accumulation_averages_micro_batches():
+    """A step over micro-batches [m0, m1] uses the mean of their gradients (checked through Adam's first
+    moment after one step: m = (1 − β1)·g)."""
+    from jsplade.optim import make_optimizer
+    from jsplade.trainer import make_train_step
+
+    spec = LOSS["triplets"]
+    enc = _encoder()
+    rows = [tuple(r[c] for c in spec["columns"]) for r in spec["rows"]]
+    both = collate(enc, rows, [[0, 1], [2, 3]], None, 8192)
+    graphdef, params = nnx.split(enc.model, nnx.Param)
+    settings = StepSettings(total_steps=10, learning_rate=1e-3, warmup_steps=0, lambda_d=3e-5, lambda_q=5e-5,
+                            regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
+    loss_fn = make_loss_fn(graphdef, settings)
+    grads = []
+    for a in range(2):
+        micro = {k: v[a] for k, v in both.items()}
+        grads.append(jax.grad(lambda p: loss_fn(p, micro, None, 0.0, 0.0)[0])(params))
+    mean = jax.tree.map(lambda x, y: (x + y) / 2, *grads)
+    opt = make_optimizer(lambda s: 1e-3, max_grad_norm=None)
+    state = {"params": params, "opt": opt.init(params), "step": jnp.asarray(0, jnp.int32),
+             "rng": jax.random.key_data(jax.random.key(0))}
+    state, metrics = jax.jit(make_train_step(graphdef, opt, settings))(state, both)
+    from jsplade.trainer import tree_to_flat
+
+    moments = tree_to_flat(state["opt"])
+    for name, grad in (("query", mean["query"]["weight"]),
+                       ("'layers'][1]['attention']['qkv_kernel", mean["mlm"]["layers"][1]["attention"]["qkv_kernel"])):
+        (key,) = [k for k in moments if ".mu" in k and name in k]
+        g = np.asarray(grad.get_value())
+        np.testing.assert_allclose(np.asarray(moments[key]), 0.1 * g, rtol=1e-5, atol=1e-5 * np.abs(g).max())
+    assert metrics["lambda_d"] == 0.0  # step 0 of the ramp
+
+
+def test_bfloat16_compute_tracks_float32(tmp_path):
+    """bfloat16 activations with float32 master weights: same loss within bf16 resolution (~1e-2)."""
+    spec = LOSS["triplets"]
+    rows = [tuple(r[c] for c in spec["columns"]) for r in spec["rows"]]
+    values = {}
+    for dtype in ("float32", "bfloat16"):
+        enc = _encoder()
+        enc.model.mlm.with_compute(dtype=dtype)
+        micro = {k: v[0] for k, v in collate(enc, rows, [[0, 1, 2, 3]], None, 8192).items()}
+        graphdef, params = nnx.split(enc.model, nnx.Param)
+        settings = StepSettings(total_steps=1, learning_rate=0.0, warmup_steps=0, lambda_d=0.0, lambda_q=0.0,
+                                regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
+        total, (terms, _) = make_loss_fn(graphdef, settings)(params, micro, None, 3e-5, 5e-5)
+        values[dtype] = float(total)
+        assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(params))  # master weights stay float32
+    assert abs(values["bfloat16"] - values["float32"]) <= 2e-2 * abs(values["float32"])
+    assert abs(values["float32"] - LOSS["triplets"]["loss"]["total"]) <= 1e-5 * LOSS["triplets"]["loss"]["total"]
+
+
+def test_tensorboard_and_eval_hook(tmp_path):
+    _, config = _replay("train_batch4", tmp_path, tensorboard=True, eval_every=6)
+    calls = []
+
+    def eval_fn(encoder, step):
+        q = encoder.encode_query(["Who likes Dominoes?"])
+        calls.append(step)
+        return {"query_nnz": float(q.nnz)}
+
+    Trainer(config, eval_fn=eval_fn).fit()
+    assert calls == [6, 12]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "eval/query_nnz" in x] == [5, 11]
