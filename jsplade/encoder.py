@@ -36,8 +36,6 @@ from jsplade.tokenization import WordPieceTokenizer, document_max_length, valida
 
 logger = logging.getLogger("jsplade")
 
-# Entries of a [B, chunk, V] float32 logits block above which the vocabulary projection is chunked.
-_LOGITS_BUDGET = 1 << 26
 # Progress bars turn on by themselves above this many texts.
 _AUTO_PROGRESS = 2000
 
@@ -63,8 +61,8 @@ class SparseEncoder:
         self.tokens_per_batch = int(tokens_per_batch)
         self.source = source
         self._check_vocab()
-        self._doc_fn = jax.jit(_pool_documents, static_argnums=(0, 4))
-        self._packed_fn = jax.jit(_pool_packed, static_argnums=(0, 7, 8))
+        self._doc_fn = jax.jit(_pool_documents, static_argnums=0)
+        self._packed_fn = jax.jit(_pool_packed, static_argnums=(0, 7))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -176,8 +174,7 @@ class SparseEncoder:
                 mask_BxL[i, :lengths[r]] = 1
             if padded_rows > len(rows):
                 mask_BxL[len(rows):, 0] = 1  # filler rows: one token, discarded below
-            chunk = _token_chunk(padded_rows, pad_len, self.vocab_size)
-            pooled = np.asarray(self._doc_fn(graphdef, state, ids_BxL, mask_BxL, chunk))[: len(rows)]
+            pooled = np.asarray(self._doc_fn(graphdef, state, ids_BxL, mask_BxL))[: len(rows)]
             pieces[b] = dense_to_csr(topk_dense_rows(pooled, k))
             if progress is not None:
                 progress.update(1)
@@ -209,7 +206,6 @@ class SparseEncoder:
         if packed is not None:
             n_rows = packed.input_ids.shape[0]
             groups = pow2_at_least(packed.n_groups)
-            chunk = _token_chunk(rows_per_call, pack_length, self.vocab_size) or 256
             pooled_rows = []
             for start in range(0, n_rows, rows_per_call):
                 sl = slice(start, start + rows_per_call)
@@ -220,7 +216,7 @@ class SparseEncoder:
                     pad = rows_per_call - real
                     arrays = [np.pad(a, ((0, pad), (0, 0)), constant_values=(-1 if j == 4 else 0))
                               for j, a in enumerate(arrays)]
-                pooled = self._packed_fn(graphdef, state, *arrays, groups, chunk)
+                pooled = self._packed_fn(graphdef, state, *arrays, groups)
                 pooled_rows.append(np.asarray(pooled)[:real])
             pooled_all = np.concatenate(pooled_rows, axis=0)  # [R, G, V]
             vectors = pooled_all[packed.doc_slot[:, 0], packed.doc_slot[:, 1]]
@@ -277,20 +273,14 @@ class SparseEncoder:
                 f"{self.model.activation}, source={self.source})")
 
 
-def _pool_documents(graphdef, state, ids_BxL, mask_BxL, token_chunk):
+def _pool_documents(graphdef, state, ids_BxL, mask_BxL):
     model = nnx.merge(graphdef, state)
-    return model.encode_documents(ids_BxL, mask_BxL, token_chunk=token_chunk)
+    return model.encode_documents(ids_BxL, mask_BxL)
 
 
-def _pool_packed(graphdef, state, ids, mask, positions, segments, groups, n_groups, token_chunk):
+def _pool_packed(graphdef, state, ids, mask, positions, segments, groups, n_groups):
     model = nnx.merge(graphdef, state)
-    return model.encode_packed(ids, mask, positions, segments, groups, n_groups, token_chunk=token_chunk)
-
-
-def _token_chunk(batch: int, length: int, vocab: int) -> int | None:
-    if batch * length * vocab <= _LOGITS_BUDGET:
-        return None
-    return max(8, _LOGITS_BUDGET // (batch * vocab))
+    return model.encode_packed(ids, mask, positions, segments, groups, n_groups)
 
 
 def _check_batch_size(batch_size) -> None:

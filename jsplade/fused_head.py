@@ -1,15 +1,17 @@
-"""Fused SPLADE head: vocabulary projection + pooling over tokens, chunked, with a custom VJP.
+"""Fused SPLADE head: vocabulary projection + pooling over tokens, tiled, with a custom VJP.
 
 ``fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, group_BxL, n_groups, ...)`` returns the
 pooled vectors [B, G, V] of G groups per row (G = 1 and group = 0 on real tokens, −1 on pads for plain
-batches; G documents per row with packing). The [B, L, V] logits never exist: the forward scans token
-chunks of size C keeping, for max pooling, the running maximum *and its token index*; the backward
-rescans the chunks, routes each vocabulary entry's gradient to that arg-max token only (what
-autodiff of a max does when there are no exact ties; the reference, torch.max over tokens, also
-picks one index) and forms d features / d decoder / d bias chunk by chunk. Live memory is B·C·V.
+batches; G documents per row with packing). The [B, L, V] logits never exist: the work is split into
+vocabulary tiles of ``vocab_tile`` entries (and, for long inputs, token chunks), so the live block is
+B·C·T floats — small enough to stay in cache, which also makes it several times faster than the plain
+head on CPUs.
 
-Sum pooling (Σ_t a(logit)) recomputes each chunk's logits in the backward to apply a'(logit).
-Values equal ``jsplade.pooling.splade_pool`` on the full logits.
+Max pooling keeps, per vocabulary entry, the running maximum *and its token index*; the backward
+routes each entry's gradient to that arg-max token only (what autodiff of a max does without exact
+ties; the reference, torch.max over tokens, also picks one index) and forms d features / d decoder /
+d bias tile by tile. Sum pooling (Σ_t a(logit)) recomputes each block's logits in the backward to
+apply a'(logit). Values equal ``jsplade.pooling.splade_pool`` on the full logits.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import jax.numpy as jnp
 
 from jsplade.pooling import check_pooling, splade_activation
 
+# Live logits block budget (floats) used to pick the token chunk when none is given.
+_BLOCK_BUDGET = 1 << 24
 
-def _chunks(x, chunk, fill):
+
+def _token_chunks(x, chunk, fill):
     """[B, L, …] → [n, B, chunk, …] (padded with ``fill``)."""
     length = x.shape[1]
     n = -(-length // chunk)
@@ -34,9 +39,25 @@ def _chunks(x, chunk, fill):
     return jnp.moveaxis(x.reshape(x.shape[0], n, chunk, *x.shape[2:]), 1, 0)
 
 
-def _logits(f_BxCxD, w_VxD, b_V, precision):
-    return jnp.einsum("bcd,vd->bcv", f_BxCxD, w_VxD.astype(f_BxCxD.dtype), precision=precision,
-                      preferred_element_type=jnp.float32) + b_V.astype(jnp.float32)
+def _vocab_tiles(x, tile):
+    """[V, …] → [n, tile, …] (zero padded)."""
+    vocab = x.shape[0]
+    n = -(-vocab // tile)
+    pad = n * tile - vocab
+    if pad:
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape(n, tile, *x.shape[1:])
+
+
+def _untile(x_nxBxGxT, vocab):
+    """[n, B, G, T] → [B, G, V]."""
+    n, b, g, t = x_nxBxGxT.shape
+    return jnp.moveaxis(x_nxBxGxT, 0, 2).reshape(b, g, n * t)[:, :, :vocab]
+
+
+def _logits(f_BxCxD, w_TxD, b_T, precision):
+    return jnp.einsum("bcd,td->bct", f_BxCxD, w_TxD.astype(f_BxCxD.dtype), precision=precision,
+                      preferred_element_type=jnp.float32) + b_T.astype(jnp.float32)
 
 
 def _activation_grad(x, activation):
@@ -49,67 +70,100 @@ def _activation_grad(x, activation):
     return jnp.where(pos, d, 0.0)
 
 
-# --------------------------------------------------------------------------- max pooling
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _group_max(features, weight, bias, group, n_groups, chunk, precision):
-    return _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, precision)[0]
-
-
-def _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, precision):
-    batch, length, _ = features.shape
-    vocab = weight.shape[0]
-    f_chunks = _chunks(features, chunk, 0)
-    g_chunks = _chunks(group, chunk, -1)
+def _layout(features, weight, bias, group, chunk, tile):
+    f_chunks = _token_chunks(features, chunk, 0)
+    g_chunks = _token_chunks(group, chunk, -1)
     starts = jnp.arange(f_chunks.shape[0], dtype=jnp.int32) * chunk
-
-    def step(carry, xs):
-        best, where = carry  # [B,G,V] float32, int32
-        f_c, g_c, start = xs
-        logits = _logits(f_c, weight, bias, precision)  # [B,C,V]
-        new_best, new_where = [], []
-        for g in range(n_groups):
-            sel = (g_c == g)[:, :, None]
-            masked = jnp.where(sel, logits, -jnp.inf)
-            m = jnp.max(masked, axis=1)
-            idx = jnp.argmax(masked, axis=1).astype(jnp.int32) + start
-            better = m > best[:, g]  # strict: keep the first arg-max, like a left-to-right max
-            new_best.append(jnp.where(better, m, best[:, g]))
-            new_where.append(jnp.where(better, idx, where[:, g]))
-        return (jnp.stack(new_best, 1), jnp.stack(new_where, 1)), None
-
-    init = (jnp.full((batch, n_groups, vocab), -jnp.inf, jnp.float32),
-            jnp.zeros((batch, n_groups, vocab), jnp.int32))
-    (best, where), _ = jax.lax.scan(step, init, (f_chunks, g_chunks, starts))
-    return best, where
+    return f_chunks, g_chunks, starts, _vocab_tiles(weight, tile), _vocab_tiles(bias, tile)
 
 
-def _group_max_fwd(features, weight, bias, group, n_groups, chunk, precision):
-    best, where = _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, precision)
+# --------------------------------------------------------------------------- max pooling
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _group_max(features, weight, bias, group, n_groups, chunk, tile, precision):
+    return _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, tile, precision, with_index=False)[0]
+
+
+def _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, tile, precision, with_index=True):
+    """Running max (and, for the backward, its token index) per group and vocabulary entry."""
+    batch = features.shape[0]
+    f_chunks, g_chunks, starts, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
+
+    def one_tile(wb):
+        w_t, b_t = wb
+
+        def step(carry, xs):
+            best, where = carry  # [B,G,T] float32, int32
+            f_c, g_c, start = xs
+            logits = _logits(f_c, w_t, b_t, precision)  # [B,C,T]
+            new_best, new_where = [], []
+            for g in range(n_groups):
+                masked = jnp.where((g_c == g)[:, :, None], logits, -jnp.inf)
+                m = jnp.max(masked, axis=1)
+                if not with_index:  # inference: the maximum only
+                    new_best.append(jnp.maximum(m, best[:, g]))
+                    continue
+                idx = jnp.argmax(masked, axis=1).astype(jnp.int32) + start
+                better = m > best[:, g]  # strict: keep the first arg-max, like a left-to-right max
+                new_best.append(jnp.where(better, m, best[:, g]))
+                new_where.append(jnp.where(better, idx, where[:, g]))
+            if not with_index:
+                return (jnp.stack(new_best, 1), where), None
+            return (jnp.stack(new_best, 1), jnp.stack(new_where, 1)), None
+
+        init = (jnp.full((batch, n_groups, tile), -jnp.inf, jnp.float32),
+                jnp.zeros((batch, n_groups, tile), jnp.int32))
+        (best, where), _ = jax.lax.scan(step, init, (f_chunks, g_chunks, starts))
+        return best, where
+
+    best, where = jax.lax.map(one_tile, (w_tiles, b_tiles))
+    vocab = weight.shape[0]
+    return _untile(best, vocab), _untile(where, vocab)
+
+
+def _group_max_fwd(features, weight, bias, group, n_groups, chunk, tile, precision):
+    best, where = _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, tile, precision)
     return best, (features, weight, bias, group, best, where)
 
 
-def _group_max_bwd(n_groups, chunk, precision, res, g_best):
+def _tile_cotangent(x_BxGxV, tile):
+    """[B, G, V] → [n, B, G, T] (zero padded): the inverse layout of ``_untile``."""
+    b, g, vocab = x_BxGxV.shape
+    n = -(-vocab // tile)
+    x = jnp.pad(x_BxGxV, ((0, 0), (0, 0), (0, n * tile - vocab)))
+    return jnp.moveaxis(x.reshape(b, g, n, tile), 2, 0)
+
+
+def _group_max_bwd(n_groups, chunk, tile, precision, res, g_best):
     features, weight, bias, group, best, where = res
     batch, length, dim = features.shape
     g_best = jnp.where(jnp.isfinite(best), g_best, 0.0).astype(jnp.float32)  # empty groups: no gradient
-    f_chunks = _chunks(features, chunk, 0)
-    starts = jnp.arange(f_chunks.shape[0], dtype=jnp.int32) * chunk
-    w32 = weight.astype(jnp.float32)
+    f_chunks, _, starts, w_tiles, _ = _layout(features, weight, bias, group, chunk, tile)
+    g_tiles = _tile_cotangent(g_best, tile)  # [n, B, G, T]
+    where_tiles = _tile_cotangent(where, tile)
 
-    def step(d_w, xs):
-        f_c, start = xs
-        positions = start + jnp.arange(chunk, dtype=jnp.int32)  # [C]
-        # g_sel[b, c, v] = Σ_g g_best[b, g, v] · [where[b, g, v] == start + c]
-        g_sel = jnp.zeros((batch, chunk, weight.shape[0]), jnp.float32)
-        for g in range(n_groups):
-            hit = where[:, g][:, None, :] == positions[None, :, None]
-            g_sel = g_sel + jnp.where(hit, g_best[:, g][:, None, :], 0.0)
-        d_f = jnp.einsum("bcv,vd->bcd", g_sel, w32, precision=precision)
-        d_w = d_w + jnp.einsum("bcv,bcd->vd", g_sel, f_c.astype(jnp.float32), precision=precision)
-        return d_w, d_f
+    def one_tile(d_f_chunks, xs):
+        w_t, g_t, where_t = xs
+        w32 = w_t.astype(jnp.float32)
 
-    d_w, d_f_chunks = jax.lax.scan(step, jnp.zeros(weight.shape, jnp.float32), (f_chunks, starts))
+        def step(d_w, ys):
+            f_c, start, d_f_c = ys
+            positions = start + jnp.arange(chunk, dtype=jnp.int32)
+            # g_sel[b, c, t] = Σ_g g_t[b, g, t] · [where_t[b, g, t] == start + c]
+            g_sel = jnp.zeros((batch, chunk, tile), jnp.float32)
+            for g in range(n_groups):
+                hit = where_t[:, g][:, None, :] == positions[None, :, None]
+                g_sel = g_sel + jnp.where(hit, g_t[:, g][:, None, :], 0.0)
+            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_sel, w32, precision=precision)
+            d_w = d_w + jnp.einsum("bct,bcd->td", g_sel, f_c.astype(jnp.float32), precision=precision)
+            return d_w, d_f_c
+
+        d_w_t, d_f_chunks = jax.lax.scan(step, jnp.zeros(w_t.shape, jnp.float32), (f_chunks, starts, d_f_chunks))
+        return d_f_chunks, d_w_t
+
+    d_f_chunks, d_w_tiles = jax.lax.scan(one_tile, jnp.zeros(f_chunks.shape, jnp.float32),
+                                         (w_tiles, g_tiles, where_tiles))
     d_f = jnp.moveaxis(d_f_chunks, 0, 1).reshape(batch, -1, dim)[:, :length]
+    d_w = d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
     d_b = jnp.sum(g_best, axis=(0, 1))
     return (d_f.astype(features.dtype), d_w.astype(weight.dtype), d_b.astype(bias.dtype),
             jnp.zeros(group.shape, jax.dtypes.float0))
@@ -119,52 +173,63 @@ _group_max.defvjp(_group_max_fwd, _group_max_bwd)
 
 
 # --------------------------------------------------------------------------- sum pooling
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _group_sum(features, weight, bias, group, n_groups, chunk, activation, precision):
-    batch, _, _ = features.shape
-    f_chunks = _chunks(features, chunk, 0)
-    g_chunks = _chunks(group, chunk, -1)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _group_sum(features, weight, bias, group, n_groups, chunk, tile, activation, precision):
+    batch = features.shape[0]
+    f_chunks, g_chunks, _, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
 
-    def step(acc, xs):
-        f_c, g_c = xs
-        act = splade_activation(_logits(f_c, weight, bias, precision), activation)
-        parts = [jnp.sum(jnp.where((g_c == g)[:, :, None], act, 0.0), axis=1) for g in range(n_groups)]
-        return acc + jnp.stack(parts, 1), None
+    def one_tile(wb):
+        w_t, b_t = wb
 
-    init = jnp.zeros((batch, n_groups, weight.shape[0]), jnp.float32)
-    out, _ = jax.lax.scan(step, init, (f_chunks, g_chunks))
-    return out
+        def step(acc, xs):
+            f_c, g_c = xs
+            act = splade_activation(_logits(f_c, w_t, b_t, precision), activation)
+            parts = [jnp.sum(jnp.where((g_c == g)[:, :, None], act, 0.0), axis=1) for g in range(n_groups)]
+            return acc + jnp.stack(parts, 1), None
+
+        acc, _ = jax.lax.scan(step, jnp.zeros((batch, n_groups, tile), jnp.float32), (f_chunks, g_chunks))
+        return acc
+
+    return _untile(jax.lax.map(one_tile, (w_tiles, b_tiles)), weight.shape[0])
 
 
-def _group_sum_fwd(features, weight, bias, group, n_groups, chunk, activation, precision):
-    out = _group_sum(features, weight, bias, group, n_groups, chunk, activation, precision)
+def _group_sum_fwd(features, weight, bias, group, n_groups, chunk, tile, activation, precision):
+    out = _group_sum(features, weight, bias, group, n_groups, chunk, tile, activation, precision)
     return out, (features, weight, bias, group)
 
 
-def _group_sum_bwd(n_groups, chunk, activation, precision, res, g_out):
+def _group_sum_bwd(n_groups, chunk, tile, activation, precision, res, g_out):
     features, weight, bias, group = res
     batch, length, dim = features.shape
-    f_chunks = _chunks(features, chunk, 0)
-    g_chunks = _chunks(group, chunk, -1)
-    w32 = weight.astype(jnp.float32)
+    f_chunks, g_chunks, _, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
+    up_tiles = _tile_cotangent(g_out.astype(jnp.float32), tile)  # [n, B, G, T]
 
-    def step(carry, xs):
-        d_w, d_b = carry
-        f_c, grp_c = xs
-        logits = _logits(f_c, weight, bias, precision)
-        upstream = jnp.zeros(logits.shape, jnp.float32)
-        for g in range(n_groups):
-            upstream = upstream + jnp.where((grp_c == g)[:, :, None], g_out[:, g][:, None, :], 0.0)
-        g_logits = upstream * _activation_grad(logits, activation)
-        d_f = jnp.einsum("bcv,vd->bcd", g_logits, w32, precision=precision)
-        d_w = d_w + jnp.einsum("bcv,bcd->vd", g_logits, f_c.astype(jnp.float32), precision=precision)
-        return (d_w, d_b + jnp.sum(g_logits, axis=(0, 1))), d_f
+    def one_tile(d_f_chunks, xs):
+        w_t, b_t, up_t = xs
+        w32 = w_t.astype(jnp.float32)
 
-    init = (jnp.zeros(weight.shape, jnp.float32), jnp.zeros(bias.shape, jnp.float32))
-    (d_w, d_b), d_f_chunks = jax.lax.scan(step, init, (f_chunks, g_chunks))
+        def step(carry, ys):
+            d_w, d_b = carry
+            f_c, grp_c, d_f_c = ys
+            logits = _logits(f_c, w_t, b_t, precision)
+            upstream = jnp.zeros(logits.shape, jnp.float32)
+            for g in range(n_groups):
+                upstream = upstream + jnp.where((grp_c == g)[:, :, None], up_t[:, g][:, None, :], 0.0)
+            g_logits = upstream * _activation_grad(logits, activation)
+            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_logits, w32, precision=precision)
+            d_w = d_w + jnp.einsum("bct,bcd->td", g_logits, f_c.astype(jnp.float32), precision=precision)
+            return (d_w, d_b + jnp.sum(g_logits, axis=(0, 1))), d_f_c
+
+        init = (jnp.zeros(w_t.shape, jnp.float32), jnp.zeros(b_t.shape, jnp.float32))
+        (d_w_t, d_b_t), d_f_chunks = jax.lax.scan(step, init, (f_chunks, g_chunks, d_f_chunks))
+        return d_f_chunks, (d_w_t, d_b_t)
+
+    d_f_chunks, (d_w_tiles, d_b_tiles) = jax.lax.scan(one_tile, jnp.zeros(f_chunks.shape, jnp.float32),
+                                                      (w_tiles, b_tiles, up_tiles))
     d_f = jnp.moveaxis(d_f_chunks, 0, 1).reshape(batch, -1, dim)[:, :length]
-    return (d_f.astype(features.dtype), d_w.astype(weight.dtype), d_b.astype(bias.dtype),
-            jnp.zeros(group.shape, jax.dtypes.float0))
+    vocab = weight.shape[0]
+    return (d_f.astype(features.dtype), d_w_tiles.reshape(-1, dim)[:vocab].astype(weight.dtype),
+            d_b_tiles.reshape(-1)[:vocab].astype(bias.dtype), jnp.zeros(group.shape, jax.dtypes.float0))
 
 
 _group_sum.defvjp(_group_sum_fwd, _group_sum_bwd)
@@ -172,16 +237,24 @@ _group_sum.defvjp(_group_sum_fwd, _group_sum_bwd)
 
 # --------------------------------------------------------------------------- public
 def fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, group_BxL, n_groups: int = 1,
-                      strategy: str = "max", activation: str = "log1p_relu", chunk_size: int = 256,
-                      precision=None) -> jnp.ndarray:
-    """Pooled SPLADE vectors [B, G, V] float32 of each group (−1 = padding, never pooled)."""
+                      strategy: str = "max", activation: str = "log1p_relu", chunk_size: int | None = None,
+                      precision=None, vocab_tile: int = 512) -> jnp.ndarray:
+    """Pooled SPLADE vectors [B, G, V] float32 of each group (−1 = padding, never pooled).
+
+    ``chunk_size``: tokens per block (default: all of them unless B·L·vocab_tile exceeds ~16M floats).
+    """
     check_pooling(strategy, activation)
     group_BxL = jnp.asarray(group_BxL, jnp.int32)
-    chunk = max(1, min(int(chunk_size), features_BxLxD.shape[1]))
+    batch, length = features_BxLxD.shape[:2]
+    tile = max(1, min(int(vocab_tile), decoder_VxD.shape[0]))
+    if chunk_size is None:
+        chunk_size = max(1, _BLOCK_BUDGET // max(1, batch * tile))
+    chunk = max(1, min(int(chunk_size), length))
     if strategy == "max":
-        raw = _group_max(features_BxLxD, decoder_VxD, bias_V, group_BxL, int(n_groups), chunk, precision)
+        raw = _group_max(features_BxLxD, decoder_VxD, bias_V, group_BxL, int(n_groups), chunk, tile, precision)
         return splade_activation(raw, activation)
-    return _group_sum(features_BxLxD, decoder_VxD, bias_V, group_BxL, int(n_groups), chunk, activation, precision)
+    return _group_sum(features_BxLxD, decoder_VxD, bias_V, group_BxL, int(n_groups), chunk, tile, activation,
+                      precision)
 
 
 def mask_to_group(mask_BxL) -> jnp.ndarray:

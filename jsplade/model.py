@@ -52,19 +52,26 @@ class ComputeOptions:
     attention:  "auto" | "xla" | "chunked" (see jsplade.attention).
     remat:      rematerialise each encoder layer in the backward pass (memory for compute).
     precision:  float32 matmul precision: "highest" (exact float32, default; no TF32 on GPUs) or "default".
-    head_chunk: tokens per chunk of the fused SPLADE head (``jsplade.fused_head``); None = plain head
-                (full [B, L, V] logits). Same values and gradients either way.
+    head:       "fused" (default): the tiled SPLADE head of ``jsplade.fused_head`` — the [B, L, V] logits
+                never exist, forward or backward, and it is faster; "plain": full logits (reference path).
+                Same values and gradients either way.
+    head_chunk: tokens per block of the fused head (None: automatic).
+    vocab_tile: vocabulary entries per block of the fused head.
     """
 
     dtype: str = "float32"
     attention: str = "auto"
     remat: bool = False
     precision: str = "highest"
+    head: str = "fused"
     head_chunk: int | None = None
+    vocab_tile: int = 512
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
             raise ValueError(f"ComputeOptions.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.head not in ("fused", "plain"):
+            raise ValueError(f"ComputeOptions.head must be 'fused' or 'plain', got {self.head!r}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"ComputeOptions.precision must be one of {sorted(_PRECISIONS)}, got {self.precision!r}")
 

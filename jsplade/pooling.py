@@ -50,7 +50,7 @@ def splade_pool(logits_BxLxV: jnp.ndarray, mask_BxL: jnp.ndarray, strategy: str 
 
 def pool_from_features(features_BxLxD: jnp.ndarray, decoder_VxD: jnp.ndarray, bias_V: jnp.ndarray,
                        mask_BxL: jnp.ndarray, strategy: str = "max", activation: str = "log1p_relu",
-                       chunk_size: int = 256, precision=None) -> jnp.ndarray:
+                       chunk_size: int | None = None, precision=None) -> jnp.ndarray:
     """``splade_pool(features @ decoderᵀ + bias, mask)`` without materialising the [B, L, V] logits:
     the fused, chunked head of ``jsplade.fused_head`` (forward and backward). Returns [B, V]."""
     from jsplade.fused_head import fused_splade_pool, mask_to_group

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jsplade.model import GteForMaskedLM
-from jsplade.pooling import check_pooling, pool_from_features, splade_pool
+from jsplade.fused_head import fused_splade_pool, mask_to_group
+from jsplade.pooling import check_pooling, splade_pool
 from jsplade.static_embedding import StaticQueryEmbedding
 
 
@@ -32,32 +33,31 @@ class SpladeModel(nnx.Module):
         return self.mlm.config.vocab_size
 
     def encode_documents(self, input_ids_BxL, attention_mask_BxL, *, dropout_key: jax.Array | None = None,
-                         position_ids_BxL=None, segment_ids_BxL=None, token_chunk: int | None = None) -> jnp.ndarray:
-        """Document vectors [B, V] float32. ``token_chunk`` (default: the model's
-        ``compute.head_chunk``) uses the fused chunked head: bounded memory, same values and gradients."""
+                         position_ids_BxL=None, segment_ids_BxL=None) -> jnp.ndarray:
+        """Document vectors [B, V] float32 (fused tiled head unless ``mlm.compute.head == "plain"``)."""
         hidden = self.mlm.encode(input_ids_BxL, attention_mask_BxL, position_ids_BxL=position_ids_BxL,
                                  segment_ids_BxL=segment_ids_BxL, dropout_key=dropout_key)
         features = self.mlm.head_features(hidden)
-        token_chunk = token_chunk if token_chunk is not None else self.mlm.compute.head_chunk
-        if token_chunk is not None:
-            return pool_from_features(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
-                                      attention_mask_BxL, self.pooling_strategy, self.activation,
-                                      chunk_size=token_chunk, precision=self.mlm.compute.lax_precision)
+        opts = self.mlm.compute
+        if opts.head == "fused":
+            return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
+                                     mask_to_group(attention_mask_BxL), 1, self.pooling_strategy, self.activation,
+                                     chunk_size=opts.head_chunk, precision=opts.lax_precision,
+                                     vocab_tile=opts.vocab_tile)[:, 0]
         logits = self.mlm.project(features)
         return splade_pool(logits, attention_mask_BxL, self.pooling_strategy, self.activation)
 
     def encode_packed(self, input_ids_RxL, attention_mask_RxL, position_ids_RxL, segment_ids_RxL, group_ids_RxL,
-                      n_groups: int, *, dropout_key: jax.Array | None = None, token_chunk: int = 256) -> jnp.ndarray:
+                      n_groups: int, *, dropout_key: jax.Array | None = None) -> jnp.ndarray:
         """Vectors [R, G, V] of packed rows (``jsplade.packing``): per-document positions, block-diagonal
         attention, per-document pooling through the fused head."""
-        from jsplade.fused_head import fused_splade_pool
-
         hidden = self.mlm.encode(input_ids_RxL, attention_mask_RxL, position_ids_BxL=position_ids_RxL,
                                  segment_ids_BxL=segment_ids_RxL, dropout_key=dropout_key)
         features = self.mlm.head_features(hidden)
+        opts = self.mlm.compute
         return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
                                  group_ids_RxL, n_groups, self.pooling_strategy, self.activation,
-                                 chunk_size=token_chunk, precision=self.mlm.compute.lax_precision)
+                                 chunk_size=opts.head_chunk, precision=opts.lax_precision, vocab_tile=opts.vocab_tile)
 
     def encode_queries(self, presence_BxV: jnp.ndarray) -> jnp.ndarray:
         return self.query(presence_BxV)
