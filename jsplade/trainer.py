@@ -373,6 +373,10 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ckpt = CheckpointSteps(self.output_dir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpointing)
         start = 0
+        if not cfg.resume and ckpt.latest_step() is not None:
+            ckpt.close()
+            raise ValueError(f"{self.output_dir} already holds checkpoints (steps {ckpt.all_steps()}) and resume is "
+                             "off: choose another output_dir, delete them, or set resume = true")
         if cfg.resume and ckpt.latest_step() is not None:
             state, start = self._restore(ckpt, state)
             logger.info("resumed from step %d", start)
