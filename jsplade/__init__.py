@@ -14,6 +14,13 @@ _LAZY = {
     "save_mlm": "jsplade.hf_checkpoint",
     "GteConfig": "jsplade.config",
     "GteForMaskedLM": "jsplade.model",
+    "ComputeOptions": "jsplade.model",
+    "export_sparse_encoder": "jsplade.st_export",
+    "export_mlm": "jsplade.st_export",
+    "to_jax": "jsplade.convert",
+    "to_hf": "jsplade.convert",
+    "TrainConfig": "jsplade.train_config",
+    "Trainer": "jsplade.trainer",
 }
 
 

@@ -93,6 +93,33 @@ class SparseEncoder:
                    max_active_dims=max_active_dims if max_active_dims is not None else spec.max_active_dims,
                    source=root)
 
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | Path, step: int | None = None, *,
+                        compute: ComputeOptions | None = None) -> SparseEncoder:
+        """A jsplade (orbax) training checkpoint directory: latest step unless ``step``."""
+        from jsplade.convert import load_checkpoint_encoder
+
+        return load_checkpoint_encoder(run_dir, step, compute=compute)
+
+    @classmethod
+    def load(cls, path_or_hub_id: str | Path, **kwargs) -> SparseEncoder:
+        """``from_checkpoint`` for a jsplade checkpoint directory, ``from_pretrained`` otherwise."""
+        from jsplade.train_checkpoint import is_checkpoint_dir
+
+        if isinstance(path_or_hub_id, (str, Path)) and is_checkpoint_dir(path_or_hub_id):
+            return cls.from_checkpoint(path_or_hub_id, compute=kwargs.get("compute"))
+        return cls.from_pretrained(path_or_hub_id, **kwargs)
+
+    def save(self, path: str | Path, *, layout: str = "st", naming: str = "new", overwrite: bool = False,
+             model_card_metrics: dict | None = None):
+        """Write a sentence-transformers directory (``jsplade.st_export``): ``layout`` "st" (ST-native) or
+        "opensearch" (hub layout with idf.json / query_token_weights.txt), ``naming`` "new" (new-impl, the
+        hub checkpoint's) or "gte" (transformers' native GteForMaskedLM: loads without remote code)."""
+        from jsplade.st_export import export_sparse_encoder
+
+        return export_sparse_encoder(self, path, layout=layout, naming=naming, overwrite=overwrite,
+                                     model_card_metrics=model_card_metrics)
+
     def _check_vocab(self) -> None:
         v = self.model.vocab_size
         if self.document_tokenizer.vocab_size != v or self.query_tokenizer.vocab_size != v:

@@ -277,7 +277,10 @@ class Trainer:
         from jsplade.encoder import SparseEncoder
 
         self.config = config
-        self.encoder = encoder if encoder is not None else SparseEncoder.from_pretrained(config.base_model)
+        if encoder is None and not config.base_model:
+            raise ValueError("config key 'base_model' is empty: give a SparseEncoder directory, a jsplade "
+                             "checkpoint directory or a hub id")
+        self.encoder = encoder if encoder is not None else SparseEncoder.load(config.base_model)
         self.dataset = dataset if dataset is not None else training_data.load_pairs(config.train_data, config.columns)
         self.rows = [tuple(r) for r in self.dataset.rows]
         self.eval_fn = eval_fn

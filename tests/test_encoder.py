@@ -212,3 +212,13 @@ def test_progress_bar_when_asked(encoder, capsys):
     assert "Encoding documents" in capsys.readouterr().err
     encoder.encode_document(["a", "b", "c"], batch_size=1)  # small input: no bar unless asked
     assert "Encoding documents" not in capsys.readouterr().err
+
+
+def test_save_and_load_round_trip(encoder, encoded, tmp_path):
+    q, d = encoded
+    encoder.save(tmp_path / "saved", layout="opensearch", naming="gte")
+    again = SparseEncoder.load(tmp_path / "saved")
+    np.testing.assert_array_equal(again.encode_query(TEXTS["queries"]).toarray(), q.toarray())
+    np.testing.assert_array_equal(again.encode_document(TEXTS["documents"][:3]).toarray(), d[:3].toarray())
+    with pytest.raises(FileExistsError):
+        encoder.save(tmp_path / "saved")
