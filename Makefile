@@ -9,7 +9,7 @@ PYBIN := $(VENV)/bin/python
 $(VENV)/.core: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[eval]"
 	touch $@
 
 # torch first, pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
