@@ -171,7 +171,8 @@ def _check_count(value, arg: str, minimum: int) -> int:
 def generate_limit_pairs(items: str | Path | Sequence[str], limit_queries: str | Path | Sequence[str | Path],
                          n_pairs: int, items_per_doc: tuple[int, int] = (10, 20), seed: int = 0,
                          hard_negatives: int = 0, negative_overlap: float = 0.5,
-                         exclude_items: Iterable[str] = (), serial_comma: bool = False) -> list[dict[str, str]]:
+                         exclude_items: Iterable[str] = (), serial_comma: bool = False,
+                         negative_word_overlap: bool = False) -> list[dict[str, str]]:
     """LIMIT-style training rows built only from non-query items.
 
     * ``items``: items.json path or list; ``limit_queries``: one or more queries.jsonl files whose
@@ -183,7 +184,11 @@ def generate_limit_pairs(items: str | Path | Sequence[str], limit_queries: str |
     * ``hard_negatives`` > 0 adds ``"negative_1"``, ... : documents of other people that do not contain X;
       each shares ``round(negative_overlap * (n - 1))`` (capped by its own length) of the positive's other
       items and is topped up with random pool items.
-    * Every person (first/last name pair from ``FIRST_NAMES`` x ``LAST_NAMES``) occurs once in the output.
+    * ``negative_word_overlap``: in every negative, one item is replaced by a pool item that shares a word
+      with X (e.g. "Oak Trees" for "Birch Trees"), when the pool has one: the query's words are then
+      present without X itself — LIMIT's hard case for bag-of-words scoring.
+    * Every person (first/last name pair from ``FIRST_NAMES`` x ``LAST_NAMES``) occurs once in the output
+      while there are enough names (10,000); beyond that, names are drawn with replacement.
     * Deterministic for a given ``seed`` (numpy PCG64).
     """
     n_pairs = _check_count(n_pairs, "n_pairs", 1)
@@ -203,13 +208,16 @@ def generate_limit_pairs(items: str | Path | Sequence[str], limit_queries: str |
         raise ValueError(f"items_per_doc {items_per_doc!r} must satisfy 1 <= lo <= hi <= {limit} ({why})")
     n_people = n_pairs * (1 + hard_negatives)
     grid = len(FIRST_NAMES) * len(LAST_NAMES)
-    if n_people > grid:
-        raise ValueError(f"n_pairs * (1 + hard_negatives) = {n_people} people exceeds the {grid} distinct names")
 
     rng = np.random.default_rng(seed)
     pool_arr = np.asarray(pool, dtype=object)
     n_pool = len(pool)
-    people = rng.choice(grid, size=n_people, replace=False)
+    people = rng.choice(grid, size=n_people, replace=n_people > grid)
+    words = [set(str(it).lower().split()) for it in pool]
+    by_word: dict[str, list[int]] = {}
+    for i, ws in enumerate(words):
+        for w in ws:
+            by_word.setdefault(w, []).append(i)
     names = [f"{FIRST_NAMES[p // len(LAST_NAMES)]} {LAST_NAMES[p % len(LAST_NAMES)]}" for p in people]
     passes = -(-n_pairs // n_pool)
     targets = np.concatenate([rng.permutation(n_pool) for _ in range(passes)])[:n_pairs]
@@ -232,6 +240,10 @@ def generate_limit_pairs(items: str | Path | Sequence[str], limit_queries: str |
             allowed[shared] = False
             fill = rng.choice(np.flatnonzero(allowed), size=m - n_shared, replace=False)
             neg = rng.permutation(np.concatenate([shared, fill]).astype(np.int64))
+            if negative_word_overlap:
+                sharing = sorted({i for w in words[x] for i in by_word[w]} - {int(x)} - set(neg.tolist()))
+                if sharing:
+                    neg[int(rng.integers(len(neg)))] = sharing[int(rng.integers(len(sharing)))]
             row[f"negative_{j + 1}"] = format_document(next(person), pool_arr[neg], serial_comma)
         rows.append(row)
     return rows

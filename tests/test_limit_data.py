@@ -118,8 +118,6 @@ def test_errors(tmp_path):
         generate_limit_pairs(PATHS.items, LIMIT_QUERIES, 1, items_per_doc=(1, 851))
     with pytest.raises(ValueError, match="negative_overlap"):
         generate_limit_pairs(PATHS.items, LIMIT_QUERIES, 1, negative_overlap=1.5)
-    with pytest.raises(ValueError, match="exceeds the 10000 distinct names"):
-        generate_limit_pairs(PATHS.items, LIMIT_QUERIES, 5001, hard_negatives=1)
     bad = tmp_path / "queries.jsonl"
     bad.write_text('{"_id": "q", "text": "Who likes Cats?"}\n{"_id": "r", "text": "What is love?"}\n')
     with pytest.raises(ValueError, match=r"queries.jsonl:2: query 'What is love\?' is not of the form"):
@@ -134,3 +132,18 @@ def test_errors(tmp_path):
         load_items(items)
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         query_items(tmp_path / "nope.jsonl")
+
+
+def test_many_pairs_and_word_overlap_negatives():
+    """Beyond 10,000 people names repeat; word-overlap negatives hold a pool item sharing a word with X."""
+    rows = generate_limit_pairs(PATHS.items, LIMIT_QUERIES, 6000, items_per_doc=(5, 8), hard_negatives=1,
+                                negative_word_overlap=True, seed=3)
+    assert len(rows) == 6000
+    shared = 0
+    for row in rows:
+        x = row["query"][len("Who likes "):-1]
+        _, neg_items = parse_document(row["negative_1"])
+        assert x not in neg_items and not (set(neg_items) | {x}) & QUERY_ITEMS
+        x_words = set(x.lower().split())
+        shared += any(x_words & set(it.lower().split()) for it in neg_items)
+    assert shared / len(rows) > 0.3  # the pool has a word-sharing item for many (not all) X
