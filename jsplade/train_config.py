@@ -105,7 +105,7 @@ class TrainConfig:
         if base_dir is not None:
             for key in ("train_data", "replay_batches", "output_dir", "base_model"):
                 value = flat.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
+                if isinstance(value, str) and value and not Path(value).is_absolute() and "://" not in value:
                     candidate = (base_dir / value)
                     if key != "base_model" or candidate.exists():
                         flat[key] = str(candidate.resolve())

@@ -280,3 +280,14 @@ def test_tensorboard_and_eval_hook(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "eval/query_nnz" in x] == [5, 11]
+
+
+def test_shipped_configs_parse():
+    for name in ("limit_samples_2.toml", "v3gte_pod.toml"):
+        cfg = TrainConfig.from_file(f"train/configs/{name}")
+        assert cfg.base_model == "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"
+    pod = TrainConfig.from_file("train/configs/v3gte_pod.toml")
+    assert (pod.mesh, pod.compute_dtype, pod.remat) == ("data=-1,fsdp=8", "bfloat16", True)
+    seed = TrainConfig.from_file("train/configs/limit_samples_2.toml")
+    assert (seed.batch_size, seed.epochs, seed.learning_rate, seed.lambda_q, seed.lambda_d, seed.seed) == \
+        (1, 40, 5e-5, 5e-5, 3e-5, 42)

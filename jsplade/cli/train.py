@@ -35,8 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-model", help="SparseEncoder directory or hub id (overrides the config)")
     parser.add_argument("--output-dir", help="run directory (overrides the config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    dist = parser.add_argument_group("multi-host (one process per host; see train/README.md)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() (TPU pods, SLURM, GKE: arguments auto-detected)")
+    dist.add_argument("--coordinator", help="host:port of process 0 (GPU clusters without auto-detection)")
+    dist.add_argument("--num-processes", type=int, help="number of processes (hosts)")
+    dist.add_argument("--process-id", type=int, help="index of this process")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    if args.distributed or args.coordinator:
+        import jax
+
+        kwargs = {}
+        if args.coordinator:
+            kwargs = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                          process_id=args.process_id)
+        jax.distributed.initialize(**kwargs)
+        logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+                     jax.local_device_count(), jax.device_count())
 
     from jsplade.train_config import TrainConfig
 
