@@ -48,10 +48,10 @@ PUBLISHED_LIMIT_SMALL = {
 class DemoSettings:
     out_dir: str = "runs/demo"
     quick: bool = False                 # CI: a few steps, LIMIT-small only, a smaller model
-    n_pairs: int = 9600
+    n_pairs: int = 19200
     items_per_doc: tuple[int, int] = (12, 18)
     batch_size: int = 32
-    steps: int = 300
+    steps: int = 600
     learning_rate: float = 2e-3
     lambda_d: float = 1e-3
     lambda_q: float = 1e-3

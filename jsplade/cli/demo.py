@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo", help="output directory (replaced)")
     parser.add_argument("--quick", action="store_true",
                         help="a shortened run for CI: tiny model, a few steps, LIMIT-small only")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default 300; quick: 8)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 600; quick: 8)")
     parser.add_argument("--no-limit", action="store_true", help="skip the 50k-document LIMIT evaluation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
