@@ -248,6 +248,19 @@ def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, 
     return new, done
 
 
+def _group_micro_batches(batches: Sequence[Sequence[int]], per_step: int) -> list[list[list[int]]]:
+    steps: list[list[list[int]]] = []
+    for start in range(0, len(batches), per_step):
+        run: list[list[int]] = []
+        for batch in batches[start:start + per_step]:
+            if run and len(batch) != len(run[0]):
+                steps.append(run)
+                run = []
+            run.append(list(batch))
+        steps.append(run)
+    return steps
+
+
 class _NullLog:
     """Metrics sink of non-primary processes (metrics are written once)."""
 
@@ -303,36 +316,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ plan
     def _make_plan(self) -> list[list[list[int]]]:
+        """Optimizer steps, each a list of micro-batches (row index lists).
+
+        Per epoch, consecutive batches are grouped ``grad_accum_steps`` at a time (the last group of an epoch
+        may be shorter, as in transformers' Trainer); micro-batches of one step are stacked, so a batch of
+        another size (a short last batch) starts a step of its own. Replayed batches are grouped the same way.
+        """
         from jsplade import training_data
 
         cfg = self.config
+        a = cfg.grad_accum_steps
         if cfg.replay_batches:
             batches = json.loads(Path(cfg.replay_batches).read_text())
-            flat_batches = training_data.ReplaySchedule(batches, len(self.rows)).batches
-        else:
-            sampler = training_data.NoDuplicatesBatchSampler(self.dataset, cfg.batch_size,
-                                                             cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed,
-                                                             drop_last=cfg.drop_last)
-            flat_batches = []
-            needed = None if cfg.max_steps is None else cfg.max_steps * cfg.grad_accum_steps
-            epoch = 0
-            while True:
-                if needed is None and epoch >= cfg.epochs:
-                    break
-                if needed is not None and len(flat_batches) >= needed:
-                    break
-                flat_batches.extend(sampler.batches_for_epoch(epoch))
-                epoch += 1
-            if needed is not None:
-                flat_batches = flat_batches[:needed]
-        a = cfg.grad_accum_steps
-        plan = []
-        for s in range(0, len(flat_batches) - a + 1, a):
-            group = [list(b) for b in flat_batches[s:s + a]]
-            if len({len(b) for b in group}) != 1:
-                group = [group[0]]  # a short final batch cannot be stacked with full ones
-            plan.append(group)
-        return plan
+            plan = _group_micro_batches(training_data.ReplaySchedule(batches, len(self.rows)).batches, a)
+            return plan[: cfg.max_steps] if cfg.max_steps is not None else plan
+        sampler = training_data.NoDuplicatesBatchSampler(self.dataset, cfg.batch_size,
+                                                         cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed,
+                                                         drop_last=cfg.drop_last)
+        plan: list[list[list[int]]] = []
+        epoch = 0
+        while (epoch < cfg.epochs) if cfg.max_steps is None else (len(plan) < cfg.max_steps):
+            plan.extend(_group_micro_batches(sampler.batches_for_epoch(epoch), a))
+            epoch += 1
+        return plan[: cfg.max_steps] if cfg.max_steps is not None else plan
 
     # ------------------------------------------------------------------ run
     def _optimizer(self) -> optax.GradientTransformation:

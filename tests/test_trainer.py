@@ -291,3 +291,17 @@ def test_shipped_configs_parse():
     seed = TrainConfig.from_file("train/configs/limit_samples_2.toml")
     assert (seed.batch_size, seed.epochs, seed.learning_rate, seed.lambda_q, seed.lambda_d, seed.seed) == \
         (1, 40, 5e-5, 5e-5, 3e-5, 42)
+
+
+def test_plan_groups_micro_batches_per_epoch(tmp_path):
+    rows = [{"query": f"q{i}", "document": f"d{i}"} for i in range(10)]
+    cfg = TrainConfig(base_model=str(SE_FIXTURES / "model"), batch_size=3, epochs=2, grad_accum_steps=2,
+                      output_dir=str(tmp_path), progress_bar=False)
+    trainer = Trainer(cfg, encoder=_encoder(), dataset=load_pairs(rows))
+    # 10 rows / batch 3 → 4 batches per epoch (3, 3, 3, 1); groups of 2: [3,3], [3], [1] (size change) per epoch
+    sizes = [[len(b) for b in step] for step in trainer.plan]
+    assert sizes == [[3, 3], [3], [1]] * 2
+    covered = sorted(i for step in trainer.plan[:3] for b in step for i in b)
+    assert covered == list(range(10))  # every row once per epoch, nothing dropped
+    cfg.max_steps = 4
+    assert len(Trainer(cfg, encoder=_encoder(), dataset=load_pairs(rows)).plan) == 4
