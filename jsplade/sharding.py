@@ -159,12 +159,24 @@ def batch_sharding(mesh: Mesh, ndim: int, row_axis: int) -> NamedSharding:
     return NamedSharding(mesh, P(*spec))
 
 
-# Row axis of each training batch array ([A, B, Lq] and [A, C, B, Ld]).
-BATCH_ROW_AXIS = {"query_ids": 1, "query_mask": 1, "doc_ids": 2, "doc_mask": 2}
+# Row axis of each training batch array ([A, B, Lq], [A, C, B, Ld], packed rows [A, R, Lp]); arrays not
+# listed (pack_slot, pack_groups) are replicated.
+BATCH_ROW_AXIS = {"query_ids": 1, "query_mask": 1, "doc_ids": 2, "doc_mask": 2, "pack_ids": 1, "pack_mask": 1,
+                  "pack_pos": 1, "pack_seg": 1, "pack_group": 1}
+PADDED_BATCH_KEYS = ("query_ids", "query_mask", "doc_ids", "doc_mask")
+PACKED_BATCH_KEYS = ("query_ids", "query_mask", "pack_ids", "pack_mask", "pack_pos", "pack_seg", "pack_group",
+                     "pack_slot", "pack_groups")
+_BATCH_NDIM = {"query_ids": 3, "query_mask": 3, "doc_ids": 4, "doc_mask": 4, "pack_slot": 3, "pack_groups": 2}
 
 
-def batch_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
-    return {k: batch_sharding(mesh, 3 if k.startswith("query") else 4, axis) for k, axis in BATCH_ROW_AXIS.items()}
+def batch_shardings(mesh: Mesh, packed: bool = False) -> dict[str, NamedSharding]:
+    keys = PACKED_BATCH_KEYS if packed else PADDED_BATCH_KEYS
+    out = {}
+    for k in keys:
+        ndim = _BATCH_NDIM.get(k, 3)
+        out[k] = batch_sharding(mesh, ndim, BATCH_ROW_AXIS[k]) if k in BATCH_ROW_AXIS else \
+            NamedSharding(mesh, P(*([None] * ndim)))
+    return out
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -178,12 +190,13 @@ def batch_divisor(mesh: Mesh) -> int:
 def global_batch_from_host(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Place a host batch on the mesh. Every process computes the same global batch (deterministic plan);
     each contributes only the rows its devices hold (``jax.make_array_from_process_local_data``)."""
-    shardings = batch_shardings(mesh)
+    shardings = batch_shardings(mesh, packed="pack_ids" in batch)
     out = {}
     for k, arr in batch.items():
         sharding = shardings[k]
-        if jax.process_count() == 1:
-            out[k] = jax.device_put(arr, sharding)
+        if jax.process_count() == 1 or k not in BATCH_ROW_AXIS:
+            out[k] = jax.device_put(arr, sharding) if jax.process_count() == 1 else \
+                jax.make_array_from_process_local_data(sharding, arr, arr.shape)
             continue
         axis = BATCH_ROW_AXIS[k]
         rows = arr.shape[axis]
@@ -227,7 +240,7 @@ def optimizer_shardings(optimizer, params, p_sh, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(one, jax.eval_shape(optimizer.init, params))
 
 
-def jit_sharded_step(train_step, mesh: Mesh, state_shardings: dict):
+def jit_sharded_step(train_step, mesh: Mesh, state_shardings: dict, packed: bool = False):
     """``jax.jit`` of a pure ``train_step(state, batch)`` with in/out shardings and the state donated."""
-    return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings(mesh)),
+    return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings(mesh, packed)),
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)

@@ -60,6 +60,8 @@ class TrainConfig:
     dropout: bool = True                       # dropout at the config's rates during training
     max_query_length: int | None = None        # default: the query tokenizer's model_max_length
     max_document_length: int | None = None     # default: the encoder's max_seq_length
+    pack_documents: bool = False               # several documents per row (segment ids; jsplade.packing)
+    pack_length: int | None = None             # tokens per packed row (default: max_document_length)
     # --- outputs
     log_every: int = 1
     tensorboard: bool = True
@@ -141,7 +143,8 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r} must be >= 1, got {getattr(self, key)!r}")
-        for key in ("max_steps", "checkpoint_every", "eval_every", "max_query_length", "max_document_length"):
+        for key in ("max_steps", "checkpoint_every", "eval_every", "max_query_length", "max_document_length",
+                    "pack_length"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise ValueError(f"config key {key!r} must be >= 1 or unset, got {v!r}")

@@ -95,10 +95,18 @@ def make_loss_fn(graphdef, settings: StepSettings):
         model = nnx.merge(graphdef, params)
         vocab = model.vocab_size
         q_BxV = model.encode_queries(query_presence(micro["query_ids"], micro["query_mask"], vocab))
-        n_cols, batch, length = micro["doc_ids"].shape
-        d_NxV = model.encode_documents(micro["doc_ids"].reshape(n_cols * batch, length),
-                                       micro["doc_mask"].reshape(n_cols * batch, length),
-                                       dropout_key=key if settings.dropout else None)
+        batch = micro["query_ids"].shape[0]
+        dropout_key = key if settings.dropout else None
+        if "pack_ids" in micro:  # several documents per row (jsplade.packing)
+            n_docs = micro["pack_slot"].shape[0]
+            n_cols = n_docs // batch
+            vecs = model.encode_packed(micro["pack_ids"], micro["pack_mask"], micro["pack_pos"], micro["pack_seg"],
+                                       micro["pack_group"], micro["pack_groups"].shape[0], dropout_key=dropout_key)
+            d_NxV = vecs[micro["pack_slot"][:, 0], micro["pack_slot"][:, 1]]
+        else:
+            n_cols, batch, length = micro["doc_ids"].shape
+            d_NxV = model.encode_documents(micro["doc_ids"].reshape(n_cols * batch, length),
+                                           micro["doc_mask"].reshape(n_cols * batch, length), dropout_key=dropout_key)
         cols = d_NxV.reshape(n_cols, batch, vocab)
         idf = jax.lax.stop_gradient(model.query.weight[...]) if settings.document_idf_weighting else None
         terms = splade_loss(q_BxV, [cols[c] for c in range(n_cols)], lam_d, lam_q, scale=settings.scale,
@@ -153,8 +161,14 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings:
 
 # --------------------------------------------------------------------------- host side
 def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
-            max_query_length: int | None, max_document_length: int) -> dict[str, np.ndarray]:
-    """Tokenize the rows of each micro-batch into padded arrays (see module docstring)."""
+            max_query_length: int | None, max_document_length: int, pack_length: int | None = None,
+            row_multiple: int = 1) -> dict[str, np.ndarray]:
+    """Tokenize the rows of each micro-batch into padded arrays (see module docstring).
+
+    With ``pack_length`` the documents of a micro-batch (every column) are packed several to a row of that
+    many tokens instead (``pack_*`` arrays: rows padded to a power of two that ``row_multiple`` divides,
+    ``pack_slot`` [A, C·B, 2] = (row, group) of each document in column-major order).
+    """
     n_cols = len(rows[0]) - 1
     q_ids_all, d_ids_all = [], []
     for mb in micro_batches:
@@ -165,22 +179,50 @@ def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batch
             cols.append(ids)
         d_ids_all.append(cols)
     lq = padded_length(max(1, max(len(x) for q in q_ids_all for x in q)), 1 << 30)
-    ld = padded_length(max(len(x) for cols in d_ids_all for col in cols for x in col), max_document_length)
     n_micro, batch = len(micro_batches), len(micro_batches[0])
     out = {
         "query_ids": np.zeros((n_micro, batch, lq), np.int32),
         "query_mask": np.zeros((n_micro, batch, lq), np.int32),
-        "doc_ids": np.zeros((n_micro, n_cols, batch, ld), np.int32),
-        "doc_mask": np.zeros((n_micro, n_cols, batch, ld), np.int32),
     }
     for a in range(n_micro):
         for b, ids in enumerate(q_ids_all[a]):
             out["query_ids"][a, b, :len(ids)] = ids
             out["query_mask"][a, b, :len(ids)] = 1
+    if pack_length is not None:
+        out.update(_pack(d_ids_all, min(pack_length, max_document_length), row_multiple))
+        return out
+    ld = padded_length(max(len(x) for cols in d_ids_all for col in cols for x in col), max_document_length)
+    out["doc_ids"] = np.zeros((n_micro, n_cols, batch, ld), np.int32)
+    out["doc_mask"] = np.zeros((n_micro, n_cols, batch, ld), np.int32)
+    for a in range(n_micro):
         for c in range(n_cols):
             for b, ids in enumerate(d_ids_all[a][c]):
                 out["doc_ids"][a, c, b, :len(ids)] = ids
                 out["doc_mask"][a, c, b, :len(ids)] = 1
+    return out
+
+
+def _pack(d_ids_all, pack_length: int, row_multiple: int) -> dict[str, np.ndarray]:
+    from jsplade.batching import pow2_at_least
+    from jsplade.packing import pack_documents
+
+    packed = [pack_documents([ids for col in cols for ids in col], pack_length) for cols in d_ids_all]
+    n_rows = max(pow2_at_least(max(p.input_ids.shape[0] for p in packed)), row_multiple)
+    n_rows = -(-n_rows // row_multiple) * row_multiple
+    n_groups = pow2_at_least(max(p.n_groups for p in packed))
+    n_micro = len(packed)
+    out = {k: np.zeros((n_micro, n_rows, pack_length), np.int32) for k in ("pack_ids", "pack_mask", "pack_pos",
+                                                                             "pack_seg")}
+    out["pack_group"] = np.full((n_micro, n_rows, pack_length), -1, np.int32)
+    out["pack_slot"] = np.stack([p.doc_slot for p in packed]).astype(np.int32)
+    out["pack_groups"] = np.zeros((n_micro, n_groups), np.int32)  # only its shape is used: G (static)
+    for a, p in enumerate(packed):
+        r = p.input_ids.shape[0]
+        out["pack_ids"][a, :r] = p.input_ids
+        out["pack_mask"][a, :r] = p.attention_mask
+        out["pack_pos"][a, :r] = p.position_ids
+        out["pack_seg"][a, :r] = p.segment_ids
+        out["pack_group"][a, :r] = p.group_ids
     return out
 
 
@@ -313,6 +355,8 @@ class Trainer:
             document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout)
         self.max_document_length = cfg.max_document_length or self.encoder.max_seq_length
         self.max_query_length = cfg.max_query_length
+        self.pack_length = (cfg.pack_length or self.max_document_length) if cfg.pack_documents else None
+        self.row_multiple = 1
 
     # ------------------------------------------------------------------ plan
     def _make_plan(self) -> list[list[list[int]]]:
@@ -371,8 +415,9 @@ class Trainer:
             divisor = sharding.batch_divisor(self.mesh)
             if any(len(mb) % divisor for step in self.plan for mb in step):
                 raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
+            self.row_multiple = divisor
             state, state_shardings = sharding.shard_state(state, optimizer, self.mesh)
-            step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings)
+            step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents)
             place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
         else:
             step_fn = jax.jit(train_step, donate_argnums=0)
@@ -403,7 +448,8 @@ class Trainer:
         try:
             last = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
             for s in range(start, last):
-                batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length)
+                batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length,
+                                pack_length=self.pack_length, row_multiple=self.row_multiple)
                 t0 = time.perf_counter()
                 state, metrics = step_fn(state, place(batch))
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -139,3 +139,30 @@ def test_two_processes_match_one(tmp_path, single_device):
         assert abs(float(got[f"metric.{i}.total"]) - ref_metrics[i]["total"]) <= TOL * abs(ref_metrics[i]["total"])
     for k, v in ref_params.items():
         assert np.abs(got[k] - v).max() <= TOL * max(np.abs(v).max(), 1e-12), k
+
+
+def _packed(batch, row_multiple):
+    """The padded test batch re-laid as packed rows (jsplade.trainer._pack), same documents."""
+    from jsplade.trainer import _pack
+
+    ids, mask = batch["doc_ids"][0], batch["doc_mask"][0]
+    cols = [[ids[c, b][mask[c, b] == 1] for b in range(ids.shape[1])] for c in range(ids.shape[0])]
+    out = {k: batch[k] for k in ("query_ids", "query_mask")}
+    out.update(_pack([cols], 128, row_multiple))
+    return out
+
+
+def test_packed_batches_shard_like_padded_ones():
+    from helpers.sharded_steps import make_batch
+
+    results = []
+    for mesh_spec in (None, "data=2,fsdp=2,tensor=2"):
+        state, fn, place, mesh = runner(mesh_spec, packed=True)
+        metrics = []
+        for s in range(2):
+            packed = _packed(make_batch(s), 1 if mesh is None else sharding.batch_divisor(mesh))
+            assert packed["pack_ids"].shape[1] < 16  # 16 documents in fewer rows
+            state, m = fn(state, place(packed))
+            metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
+        results.append((metrics, host_params(state)))
+    _close(results[0][0], results[1][0], results[0][1], results[1][1])

@@ -305,3 +305,25 @@ def test_plan_groups_micro_batches_per_epoch(tmp_path):
     assert covered == list(range(10))  # every row once per epoch, nothing dropped
     cfg.max_steps = 4
     assert len(Trainer(cfg, encoder=_encoder(), dataset=load_pairs(rows)).plan) == 4
+
+
+def test_packed_documents_train_like_padded_ones(tmp_path):
+    """pack_documents: the batch's documents several to a row (segment ids); same losses (1e-5) and, after
+    3 steps, the same parameters within 1e-4 of each tensor's scale (max pooling may route a float-noise
+    near tie to another token: both paths are right)."""
+    results = {}
+    for packed in (False, True):
+        _, config = _replay("train_batch4", tmp_path / str(packed), max_steps=3, pack_documents=packed,
+                            pack_length=512)
+        trainer = Trainer(config)
+        if packed:
+            batch = collate(trainer.encoder, trainer.rows, trainer.plan[0], None, 8192, pack_length=512)
+            assert batch["pack_ids"].shape[1] < 8 and batch["pack_slot"].shape[1] == 8  # 8 documents, fewer rows
+        res = trainer.fit()
+        results[packed] = (res.history, {k: np.asarray(v) for k, v in
+                                         flat_state_dict(nnx.state(res.encoder.model, nnx.Param)).items()})
+    for a, b in zip(results[False][0], results[True][0]):
+        for k in ("base_loss", "document_regularizer_loss", "query_regularizer_loss"):
+            assert abs(a[k] - b[k]) <= 1e-5 * abs(a[k]), k
+    for k, v in results[False][1].items():
+        assert np.abs(results[True][1][k] - v).max() <= 1e-4 * np.abs(v).max(), k

@@ -52,8 +52,8 @@ def initial_state(optimizer):
     return graphdef, state
 
 
-def runner(mesh_spec: str | None):
-    """(state, step_fn, place) for one device (``None``) or a mesh."""
+def runner(mesh_spec: str | None, packed: bool = False):
+    """(state, step_fn, place, mesh) for one device (``None``) or a mesh; ``packed``: batches of packed rows."""
     optimizer = make_optimizer(lambda s: SETTINGS.learning_rate)
     graphdef, state = initial_state(optimizer)
     step = make_train_step(graphdef, optimizer, SETTINGS)
@@ -61,7 +61,7 @@ def runner(mesh_spec: str | None):
         return state, jax.jit(step, donate_argnums=0), (lambda b: b), None
     mesh = sharding.make_mesh(mesh_spec)
     state, shardings = sharding.shard_state(state, optimizer, mesh)
-    return state, sharding.jit_sharded_step(step, mesh, shardings), \
+    return state, sharding.jit_sharded_step(step, mesh, shardings, packed=packed), \
         (lambda b: sharding.global_batch_from_host(b, mesh)), mesh
 
 
