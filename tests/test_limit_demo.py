@@ -15,7 +15,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "LIMIT-small" in printed and "recall@100" in printed and "BM25 (bm25s)" in printed
+    assert "LIMIT-small" in printed and "recall@100" in printed and "BM25 bm25s" in printed
     results = json.loads((out / "results.json").read_text())
     small = results["limit-small"]
     assert small["n_queries"] == 1000 and small["n_documents"] == 46
