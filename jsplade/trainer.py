@@ -521,11 +521,9 @@ class Trainer:
             "source": str(enc.source) if enc.source is not None else None,
         })
 
-    def _export(self) -> Path | None:
-        try:
-            from jsplade.st_export import export_sparse_encoder
-        except ImportError:  # pragma: no cover - during development only
-            return None
+    def _export(self) -> Path:
+        from jsplade.st_export import export_sparse_encoder
+
         dst = self.output_dir / "model"
         export_sparse_encoder(self.encoder, dst, layout=self.config.export_layout,
                               naming=self.config.export_naming, overwrite=True)

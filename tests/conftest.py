@@ -1,14 +1,13 @@
-"""Shared test helpers: fixture locations (inside the project, never ../shared)."""
+"""Shared test helpers: fixture locations (copies inside the project's tests/fixtures)."""
 
 from __future__ import annotations
 
-import os
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-# Deterministic, 2-core friendly XLA on CPU.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
-
-import jax  # noqa: E402
+import jax
+import numpy as np
 
 # Eight host devices for the sharding tests (meshes 8, 2x4, 2x2x2); single-device code uses device 0.
 jax.config.update("jax_num_cpu_devices", 8)
@@ -17,11 +16,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GTE_FIXTURES = FIXTURES / "gte"
 SE_FIXTURES = FIXTURES / "sparse_encoder"
 
-import json
-from dataclasses import dataclass
-
-import numpy as np
-import pytest
 
 TINY_CASES = ("tiny_ntk", "tiny_mixed_ntk", "tiny_plain_rope_rebuild", "tiny_logn_types",
               "tiny_logn_clip1", "tiny_unpacked_rms")
