@@ -1,10 +1,12 @@
 """Blockwise (online-softmax, "flash") attention in plain JAX, with its own backward pass.
 
-Memory is linear in the length: the forward scans key blocks keeping a running max m, normaliser l
-and accumulator per query; the backward (custom VJP) rescans key blocks from the saved max and normaliser,
-so no [L, L] matrix exists in either direction. Same masking semantics as ``jsplade.attention``:
-scores of disallowed keys get + finfo(float32).min (a row with no allowed key averages uniformly,
-as the reference does), allowed/disallowed = key padding mask and, with packing, equal segment ids.
+The (query, key) plane is cut into tiles of ``q_block`` × ``k_block``: for each query block the forward
+scans key blocks keeping a running max m, normaliser l and accumulator; the backward (custom VJP)
+rescans the same tiles from the saved m and l. Memory is linear in the length and each tile's
+[B, H, q_block, k_block] scores stay small enough for the CPU caches, so no [L, L] matrix exists in
+either direction. Same masking semantics as ``jsplade.attention``: disallowed keys (padding, or another
+segment when packing) get + finfo(float32).min — a row with no allowed key averages uniformly, as the
+reference does — and the block-padding tail beyond L gets −inf (it is not a key at all).
 
 Shapes: q/k/v [B, L, H, K]; key_mask [B, L]; segment_ids [B, L] or None. Output [B, L, H, K].
 """
@@ -31,103 +33,130 @@ def _blocks(x, block, axis, fill=0):
         x = jnp.pad(x, widths, constant_values=fill)
     shape = list(x.shape)
     shape[axis:axis + 1] = [n_blocks, block]
-    x = x.reshape(shape)
-    return jnp.moveaxis(x, axis, 0)
+    return jnp.moveaxis(x.reshape(shape), axis, 0)
 
 
-def _bias(key_mask_blk_BxC, q_seg_BxL, k_seg_blk_BxC, exists_blk_C):
-    """Additive bias [B, 1, L, C] (float32) for one key block: 0 allowed, finfo.min disallowed (as the
-    reference), −inf for the block-padding tail beyond L (not a key at all)."""
-    allowed = key_mask_blk_BxC[:, None, None, :]
-    if q_seg_BxL is not None:
-        allowed = jnp.logical_and(allowed, (q_seg_BxL[:, None, :, None] == k_seg_blk_BxC[:, None, None, :]))
+def _unblock(x, length):
+    """[n, B, C, …] → [B, L, …]."""
+    x = jnp.moveaxis(x, 0, 1)
+    return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
+
+
+def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
+    """Additive bias [B, 1, Q or 1, C] (float32) of one tile."""
+    allowed = key_mask_BxC[:, None, None, :]
+    if q_seg_BxQ is not None:
+        allowed = jnp.logical_and(allowed, q_seg_BxQ[:, None, :, None] == k_seg_BxC[:, None, None, :])
     bias = jnp.where(allowed, 0.0, _NEG).astype(jnp.float32)
-    return jnp.where(exists_blk_C[None, None, None, :], bias, -jnp.inf)
+    return jnp.where(exists_C[None, None, None, :], bias, -jnp.inf)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def blockwise_attention(q, k, v, key_mask, segment_ids, block_size=512, precision=None):
-    out, _ = _forward(q, k, v, key_mask, segment_ids, block_size, precision)
+def _key_blocks(k, v, key_mask, segment_ids, k_block, length):
+    xs = {"k": _blocks(k, k_block, 1), "v": _blocks(v, k_block, 1),
+          "mask": _blocks(key_mask.astype(bool), k_block, 1, fill=False),
+          "exists": _blocks(jnp.ones((length,), bool), k_block, 0, fill=False)}
+    if segment_ids is not None:
+        xs["seg"] = _blocks(segment_ids, k_block, 1, fill=-1)
+    return xs
+
+
+def _query_blocks(q, segment_ids, q_block):
+    xs = {"q": _blocks(q, q_block, 1)}
+    if segment_ids is not None:
+        xs["seg"] = _blocks(segment_ids, q_block, 1, fill=-2)
+    return xs
+
+
+def _scores(q_blk, kb, q_seg, scale, precision):
+    s = jnp.einsum("bqhk,bchk->bhqc", q_blk, kb["k"], precision=precision,
+                   preferred_element_type=jnp.float32) / scale
+    return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def blockwise_attention(q, k, v, key_mask, segment_ids, block_size=512, precision=None, q_block=None):
+    out, _ = _forward(q, k, v, key_mask, segment_ids, block_size, precision, q_block)
     return out
 
 
-def _forward(q, k, v, key_mask, segment_ids, block_size, precision):
+def _sizes(length, k_block, q_block):
+    k_block = min(k_block, length)
+    q_block = min(q_block or k_block, length)
+    return k_block, q_block
+
+
+def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
     batch, length, heads, dim = q.shape
-    scale = math.sqrt(dim)
-    block = min(block_size, length)
-    k_blocks = _blocks(k, block, 1)
-    v_blocks = _blocks(v, block, 1)
-    m_blocks = _blocks(key_mask.astype(bool), block, 1, fill=False)
-    seg_blocks = _blocks(segment_ids, block, 1, fill=-1) if segment_ids is not None else None
-    e_blocks = _blocks(jnp.ones((length,), bool), block, 0, fill=False)
+    k_block, q_block = _sizes(length, k_block, q_block)
+    scale = jnp.float32(math.sqrt(dim))
+    kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
+    qbs = _query_blocks(q, segment_ids, q_block)
 
-    def step(carry, xs):
-        m_i, l_i, acc = carry  # [B,H,L], [B,H,L], [B,H,L,K]
-        k_j, v_j, mask_j, exists_j = xs[0], xs[1], xs[2], xs[3]
-        seg_j = xs[4] if segment_ids is not None else None
-        s = jnp.einsum("bqhk,bchk->bhqc", q, k_j, precision=precision,
-                       preferred_element_type=jnp.float32) / jnp.float32(scale)
-        s = s + _bias(mask_j, segment_ids, seg_j, exists_j)
-        m_new = jnp.maximum(m_i, jnp.max(s, axis=-1))
-        p = jnp.exp(s - m_new[..., None])
-        corr = jnp.exp(m_i - m_new)
-        l_new = l_i * corr + jnp.sum(p, axis=-1)
-        acc = acc * corr[..., None] + jnp.einsum("bhqc,bchk->bhqk", p.astype(v.dtype), v_j, precision=precision,
-                                                 preferred_element_type=jnp.float32)
-        return (m_new, l_new, acc), None
+    def one_query_block(qb):
+        q_blk, q_seg = qb["q"], qb.get("seg")
 
-    init = (jnp.full((batch, heads, length), -jnp.inf, jnp.float32),
-            jnp.zeros((batch, heads, length), jnp.float32),
-            jnp.zeros((batch, heads, length, dim), jnp.float32))
-    xs = (k_blocks, v_blocks, m_blocks, e_blocks) + ((seg_blocks,) if segment_ids is not None else ())
-    (m_i, l_i, acc), _ = jax.lax.scan(step, init, xs)
-    out_BxHxLxK = acc / l_i[..., None]
-    out = jnp.swapaxes(out_BxHxLxK, 1, 2).astype(v.dtype)
+        def step(carry, kb):
+            m_i, l_i, acc = carry  # [B,H,Q], [B,H,Q], [B,H,Q,K]
+            s = _scores(q_blk, kb, q_seg, scale, precision)
+            m_new = jnp.maximum(m_i, jnp.max(s, axis=-1))
+            p = jnp.exp(s - m_new[..., None])
+            corr = jnp.exp(m_i - m_new)
+            l_new = l_i * corr + jnp.sum(p, axis=-1)
+            pv = jnp.einsum("bhqc,bchk->bhqk", p.astype(v.dtype), kb["v"], precision=precision,
+                            preferred_element_type=jnp.float32)
+            return (m_new, l_new, acc * corr[..., None] + pv), None
+
+        init = (jnp.full((batch, heads, q_block), -jnp.inf, jnp.float32),
+                jnp.zeros((batch, heads, q_block), jnp.float32),
+                jnp.zeros((batch, heads, q_block, dim), jnp.float32))
+        (m_i, l_i, acc), _ = jax.lax.scan(step, init, kbs)
+        return jnp.swapaxes(acc / l_i[..., None], 1, 2), m_i, l_i  # [B,Q,H,K], [B,H,Q] ×2
+
+    out_blocks, m_blocks, l_blocks = jax.lax.map(one_query_block, qbs)
+    out = _unblock(out_blocks, length).astype(v.dtype)
     # m and l are kept apart (not as m + log l): for a row whose keys are all disallowed m = finfo.min,
     # and finfo.min + log l rounds back to finfo.min in float32.
-    return out, (m_i, l_i)
+    return out, (m_blocks, l_blocks)
 
 
-def _fwd(q, k, v, key_mask, segment_ids, block_size, precision):
-    out, stats = _forward(q, k, v, key_mask, segment_ids, block_size, precision)
+def _fwd(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
+    out, stats = _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block)
     return out, (q, k, v, key_mask, segment_ids, out, stats)
 
 
-def _bwd(block_size, precision, res, d_out):
-    q, k, v, key_mask, segment_ids, out, (m_i, l_i) = res
+def _bwd(k_block, precision, q_block, res, d_out):
+    q, k, v, key_mask, segment_ids, out, (m_blocks, l_blocks) = res
     batch, length, heads, dim = q.shape
+    k_block, q_block = _sizes(length, k_block, q_block)
     scale = jnp.float32(math.sqrt(dim))
-    block = min(block_size, length)
-    d_out32 = d_out.astype(jnp.float32)
-    delta = jnp.einsum("bqhk,bqhk->bhq", d_out32, out.astype(jnp.float32))  # rowsum(dO ∘ O)
-    k_blocks = _blocks(k, block, 1)
-    v_blocks = _blocks(v, block, 1)
-    m_blocks = _blocks(key_mask.astype(bool), block, 1, fill=False)
-    seg_blocks = _blocks(segment_ids, block, 1, fill=-1) if segment_ids is not None else None
-    e_blocks = _blocks(jnp.ones((length,), bool), block, 0, fill=False)
+    kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
+    qbs = _query_blocks(q, segment_ids, q_block)
+    qbs["do"] = _blocks(d_out.astype(jnp.float32), q_block, 1)
+    qbs["o"] = _blocks(out.astype(jnp.float32), q_block, 1)
+    qbs["m"], qbs["l"] = m_blocks, l_blocks
+    n_k = kbs["k"].shape[0]
 
-    def step(dq, xs):
-        k_j, v_j, mask_j, exists_j = xs[0], xs[1], xs[2], xs[3]
-        seg_j = xs[4] if segment_ids is not None else None
-        s = jnp.einsum("bqhk,bchk->bhqc", q, k_j, precision=precision, preferred_element_type=jnp.float32) / scale
-        s = s + _bias(mask_j, segment_ids, seg_j, exists_j)
-        p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,L,C] probabilities
-        dv_j = jnp.einsum("bhqc,bqhk->bchk", p, d_out32, precision=precision)
-        dp = jnp.einsum("bqhk,bchk->bhqc", d_out32, v_j.astype(jnp.float32), precision=precision)
-        ds = p * (dp - delta[..., None]) / scale
-        dq = dq + jnp.einsum("bhqc,bchk->bqhk", ds, k_j.astype(jnp.float32), precision=precision)
-        dk_j = jnp.einsum("bhqc,bqhk->bchk", ds, q.astype(jnp.float32), precision=precision)
-        return dq, (dk_j, dv_j)
+    def one_query_block(dkv, qb):
+        q_blk, q_seg, do, m_i, l_i = qb["q"], qb.get("seg"), qb["do"], qb["m"], qb["l"]
+        delta = jnp.einsum("bqhk,bqhk->bhq", do, qb["o"])  # rowsum(dO ∘ O)
 
-    xs = (k_blocks, v_blocks, m_blocks, e_blocks) + ((seg_blocks,) if segment_ids is not None else ())
-    dq, (dk_blocks, dv_blocks) = jax.lax.scan(step, jnp.zeros(q.shape, jnp.float32), xs)
+        def step(dq, kb):
+            s = _scores(q_blk, kb, q_seg, scale, precision)
+            p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,Q,C] probabilities
+            dv_j = jnp.einsum("bhqc,bqhk->bchk", p, do, precision=precision)
+            dp = jnp.einsum("bqhk,bchk->bhqc", do, kb["v"].astype(jnp.float32), precision=precision)
+            ds = p * (dp - delta[..., None]) / scale
+            dq = dq + jnp.einsum("bhqc,bchk->bqhk", ds, kb["k"].astype(jnp.float32), precision=precision)
+            dk_j = jnp.einsum("bhqc,bqhk->bchk", ds, q_blk.astype(jnp.float32), precision=precision)
+            return dq, (dk_j, dv_j)
 
-    def unblock(x):  # [n, B, C, H, K] -> [B, L, H, K]
-        x = jnp.moveaxis(x, 0, 1)
-        x = x.reshape(batch, -1, heads, dim)
-        return x[:, :length]
+        dq, (dk_blocks, dv_blocks) = jax.lax.scan(step, jnp.zeros(q_blk.shape, jnp.float32), kbs)
+        dk, dv = dkv
+        return (dk + dk_blocks, dv + dv_blocks), dq
 
-    dk, dv = unblock(dk_blocks), unblock(dv_blocks)
+    zeros = jnp.zeros((n_k, batch, k_block, heads, dim), jnp.float32)
+    (dk_blocks, dv_blocks), dq_blocks = jax.lax.scan(one_query_block, (zeros, zeros), qbs)
+    dq, dk, dv = _unblock(dq_blocks, length), _unblock(dk_blocks, length), _unblock(dv_blocks, length)
     seg_ct = None if segment_ids is None else _zero_cotangent(segment_ids)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), _zero_cotangent(key_mask), seg_ct
 
