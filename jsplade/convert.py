@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from jsplade.config import ConfigError, GteConfig
-from jsplade.io_utils import atomic_directory, read_json, read_json_object
+from jsplade.io_utils import atomic_directory
+from jsplade.st_format import read_sparse_encoder_dir
 from jsplade.st_export import (DEFAULT_MAX_SHARD_BYTES, LAYOUTS, ExportSummary, Progress, check_choice,
                                export_sparse_encoder, list_files)
 from jsplade.train_checkpoint import (META_FILE, STEPS_DIR, TEMPLATE_DIR, CheckpointSteps, copy_template,
@@ -177,24 +178,13 @@ def checkpoint_meta(encoder) -> dict[str, Any]:
 
 def template_folders(template: Path) -> tuple[Path, Path]:
     """(document transformer folder, query module folder) of a checkpoint's ``template/`` directory (a
-    SparseEncoder directory without weight files), from its ``modules.json`` and ``router_config.json``."""
+    SparseEncoder directory without weight files)."""
     template = Path(template)
     if not template.is_dir():
         raise FileNotFoundError(f"{template}: the checkpoint has no {TEMPLATE_DIR}/ directory (the source model's "
                                 "tokenizer and module files); it cannot be rebuilt or exported")
-    modules_path = template / "modules.json"
-    modules = read_json(modules_path, "module list")
-    if not (isinstance(modules, list) and len(modules) == 1 and isinstance(modules[0], dict)
-            and isinstance(modules[0].get("path", ""), str)):
-        raise ValueError(f"{modules_path}: expected a one-element list holding the Router module")
-    router_dir = _module_dir(template, modules[0].get("path", ""), modules_path)
-    router_path = router_dir / "router_config.json"
-    structure = read_json_object(router_path, "Router config").get("structure")
-    try:
-        query_id, doc_id = structure["query"][0], structure["document"][0]
-    except (TypeError, KeyError, IndexError):
-        raise ValueError(f"{router_path}: 'structure' must list a 'query' and a 'document' route") from None
-    return _module_dir(router_dir, doc_id, router_path), _module_dir(router_dir, query_id, router_path)
+    spec = read_sparse_encoder_dir(template, require_weights=False)
+    return spec.document.folder, spec.query.folder
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -226,15 +216,6 @@ def _refuse_existing(dst: Path, overwrite: bool, src: Path | None) -> None:
             raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
         if not dst.is_dir():
             raise FileExistsError(f"{dst}: destination exists and is not a directory; refusing to replace it")
-
-
-def _module_dir(base: Path, module_id: Any, where: Path) -> Path:
-    if not isinstance(module_id, str) or Path(module_id).is_absolute() or ".." in Path(module_id).parts:
-        raise ValueError(f"{where}: module id {module_id!r} must be a sub-folder name inside the model")
-    folder = base if module_id in ("", ".") else base / module_id
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{where}: module folder {folder} is missing")
-    return folder
 
 
 def _meta_config(meta: dict, meta_path: Path) -> GteConfig:

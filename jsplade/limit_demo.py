@@ -15,7 +15,6 @@ published v3-gte numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time

@@ -166,13 +166,14 @@ def _load_module_config(folder: Path, name: str, what: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the reader
-def read_sparse_encoder_dir(path: str | Path) -> SparseEncoderSpec:
+def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> SparseEncoderSpec:
     """Parse a SparseEncoder directory into a ``SparseEncoderSpec``.
 
     Raises ``ValueError`` (or ``FileNotFoundError`` for a missing file) naming the offending file for: not
     a directory, no ``modules.json``, malformed JSON, a module list that is not a single Router, an
     unknown module type, a missing module sub-folder or weight file, or routes other than the
     inference-free asymmetric ``query: [SparseStaticEmbedding]``, ``document: [MLMTransformer, SpladePooling]``.
+    ``require_weights=False`` accepts a directory whose weight files were removed (a checkpoint template).
     """
     root = Path(path)
     if not root.is_dir():
@@ -233,7 +234,7 @@ def read_sparse_encoder_dir(path: str | Path) -> SparseEncoderSpec:
     if default_route not in structure:
         raise ValueError(f"{router_file}: default_route {default_route!r} is not one of the routes {sorted(structure)}")
 
-    query = _read_query_module(_module_folder(router_dir, query_ids[0], router_file), root)
+    query = _read_query_module(_module_folder(router_dir, query_ids[0], router_file), root, require_weights)
     document = _read_document_module(_module_folder(router_dir, doc_ids[0], router_file), roles[doc_ids[0]])
     pooling = _read_pooling_module(_module_folder(router_dir, doc_ids[1], router_file))
     layout = "opensearch" if doc_ids[0] in ("", ".") else "st_native"
@@ -242,7 +243,7 @@ def read_sparse_encoder_dir(path: str | Path) -> SparseEncoderSpec:
                              document=document, pooling=pooling, default_route=default_route, **st)
 
 
-def _read_query_module(folder: Path, root: Path) -> QueryModuleSpec:
+def _read_query_module(folder: Path, root: Path, require_weights: bool = True) -> QueryModuleSpec:
     cfg_path = folder / MODULE_CONFIG_FILE
     cfg = _load_module_config(folder, MODULE_CONFIG_FILE, "SparseStaticEmbedding config")
     frozen = cfg.get("frozen", False)
@@ -261,7 +262,7 @@ def _read_query_module(folder: Path, root: Path) -> QueryModuleSpec:
     weight_file = folder / WEIGHT_FILE
     if not weight_file.is_file():
         weight_file = None
-        if json_file is None:
+        if json_file is None and require_weights:
             pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
             hint = (f" (found {pickles}: pickle files are never loaded; convert them to safetensors first)"
                     if pickles else "")

@@ -49,7 +49,7 @@ def test_packed_and_unpacked_qkv_give_the_same_parameter():
     sd = recipe_state_dict(cfg, 1)
     params = hf_to_params(sd, cfg)
     q = sd["new.encoder.layer.0.attention.q_proj.weight"]
-    h, k = cfg.num_attention_heads, cfg.head_dim
+    k = cfg.head_dim
     # head 1 of q is rows k..2k of q_proj: parameter [D, 3, H, K][:, 0, 1, :] is their transpose.
     np.testing.assert_array_equal(params["layers.0.attention.qkv_kernel"][:, 0, 1, :], q[k:2 * k].T)
     assert "layers.0.attn_norm.bias" not in params  # RMSNorm has no bias
