@@ -109,8 +109,10 @@ def attention(
     if impl == "blockwise":
         from jsplade.blockwise_attention import blockwise_attention
 
+        # Tiles of 2·chunk queries × chunk keys: the fastest of the sizes measured on a 2-core CPU at 8192
+        # tokens (512×1024 24.9 s, 512×512 25.7 s, 256×256 36.4 s for a 12-layer v3-gte forward).
         return blockwise_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL != 0, segment_ids_BxL,
-                                   chunk_size, precision)
+                                   chunk_size, precision, 2 * chunk_size)
     if impl == "xla" or length <= chunk_size:
         bias = key_bias(key_mask_BxL, softmax_dtype, segment_ids_BxL, segment_ids_BxL)
         return _attend_block(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype,
