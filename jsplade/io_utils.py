@@ -28,33 +28,45 @@ _FILE_MODE = 0o666 & ~_UMASK  # what open(..., "w") would have given (mkstemp gi
 _DIR_MODE = 0o777 & ~_UMASK   # what os.mkdir would have given (mkdtemp gives 0o700)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then rename.
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+    """A handle on a temporary sibling of ``path``; flushed, fsynced and renamed into place when the block
+    ends without an exception (removed otherwise). ``mode`` "wb" or "w" (text: UTF-8, "\\n" newlines).
 
-    The file gets the mode a plain ``open(path, "wb")`` would give (an existing file's mode is kept).
+    The file gets the mode a plain ``open(path, "w")`` would give (an existing file's mode is kept).
     The parent directory must exist.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"atomic_write_bytes: data must be bytes, got {type(data).__name__}")
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: parent directory {path.parent} does not exist")
     try:
-        mode = path.stat().st_mode & 0o7777
+        file_mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
-        mode = _FILE_MODE
+        file_mode = _FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        text = mode == "w"
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None,
+                       newline="\n" if text else None) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then rename."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write_bytes: data must be bytes, got {type(data).__name__}")
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

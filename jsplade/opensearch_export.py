@@ -18,52 +18,21 @@ values with reduced precision, so its scores differ slightly from the float32 do
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from jsplade.index import check_ids
-from jsplade.io_utils import atomic_write_json
+from jsplade.io_utils import atomic_open, atomic_write_json
 from jsplade.sparse_utils import as_csr
 
 __all__ = ["token_table", "row_to_features", "write_bulk_ndjson", "read_bulk_ndjson", "index_mapping",
            "write_index_mapping", "query_body", "DEFAULT_FIELD"]
 
 DEFAULT_FIELD = "passage_embedding"
-
-
-def _file_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-@contextlib.contextmanager
-def _atomic_text_file(path: Path) -> Iterator[TextIO]:
-    """A UTF-8 text handle on a temporary sibling of ``path``; fsynced and renamed into place on success."""
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: parent directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def token_table(tokenizer: Any, vocab_size: int) -> list[str]:
@@ -142,7 +111,7 @@ def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str],
                 raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
     tokens = token_table(tokenizer, m.shape[1])
     path = Path(path)
-    with _atomic_text_file(path) as f:
+    with atomic_open(path, "w") as f:
         for i, doc_id in enumerate(ids):
             features = row_to_features(m, i, tokens, ratio, what=f"encodings row {i} ({doc_id!r})")
             source: dict[str, Any] = {field: features}

@@ -83,17 +83,10 @@ class TrainConfig:
     def from_dict(cls, raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> TrainConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"{source}: expected a table of settings, got {type(raw).__name__}")
-        flat: dict[str, Any] = {}
-        for key, value in raw.items():
-            if isinstance(value, dict) and key not in ("extra",):  # allow [sections] for readability
-                for k, v in value.items():
-                    if k in flat:
-                        raise ValueError(f"{source}: key {k!r} given twice")
-                    flat[k] = v
-            else:
-                if key in flat:
-                    raise ValueError(f"{source}: key {key!r} given twice")
-                flat[key] = value
+        try:
+            flat = _flatten_sections(raw)  # [sections] are only for readability
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         unknown = sorted(set(flat) - names)
         if unknown:
@@ -125,8 +118,10 @@ class TrainConfig:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: malformed TOML ({exc})") from None
-        raw = _flatten_sections(raw)
-        raw.update(overrides or {})
+        try:
+            raw = {**_flatten_sections(raw), **(overrides or {})}
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return cls.from_dict(raw, source=str(path), base_dir=path.parent)
 
     def to_dict(self) -> dict[str, Any]:
