@@ -10,6 +10,7 @@ Figures (each measurement runs in its own process, so peak memory is that of the
   (b) one training step, 16 (query, document) pairs at 256 tokens: seconds/step
   (c) encoding one 8192-token document: seconds and peak memory above the loaded model
   (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
+  (g) context: one float32 GEMM of encoder size, XLA:CPU against torch
 Both sides run float32; PyTorch is also measured in bfloat16 for (a)–(c).
 Peak memory = the highest resident set size sampled every 2 ms during the measurement, minus the RSS
 just before it (the loaded model and framework are excluded).
@@ -228,6 +229,33 @@ def worker_st(task: str, batch: int, dtype: str) -> dict:
             "peak_mb": max(_hwm(), mem.peak) / 2**20 - loaded / 2**20, "batch": batch}
 
 
+def worker_gemm() -> dict:
+    """Context for the figures: one float32 GEMM of encoder size, XLA:CPU against torch on this machine."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    m, k, n = 6144, 768, 3072
+    a = np.random.default_rng(0).random((m, k), dtype=np.float32)
+    b = np.random.default_rng(1).random((k, n), dtype=np.float32)
+    out = {}
+    f = jax.jit(lambda x, y: x @ y)
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    f(ja, jb).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(20):
+        f(ja, jb).block_until_ready()
+    out["xla_gflops"] = 2 * m * k * n / ((time.perf_counter() - t) / 20) / 1e9
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ta @ tb
+    t = time.perf_counter()
+    for _ in range(20):
+        ta @ tb
+    out["torch_gflops"] = 2 * m * k * n / ((time.perf_counter() - t) / 20) / 1e9
+    return out
+
+
 # --------------------------------------------------------------------------- orchestration
 def run_worker(side: str, task: str, batch: int, dtype: str = "float32", timeout: int = 3600) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--task", task, "--batch", str(batch), "--dtype", dtype]
@@ -240,7 +268,7 @@ def run_worker(side: str, task: str, batch: int, dtype: str = "float32", timeout
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d")
+    ap.add_argument("--only", default="g,b,c,a,d")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
     ap.add_argument("--worker", choices=["jsplade", "st"])
@@ -249,8 +277,11 @@ def main() -> int:
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
     if args.worker:
-        out = worker_jsplade(args.task, args.batch) if args.worker == "jsplade" else \
-            worker_st(args.task, args.batch, args.dtype)
+        if args.task == "g":
+            out = worker_gemm()
+        else:
+            out = worker_jsplade(args.task, args.batch) if args.worker == "jsplade" else \
+                worker_st(args.task, args.batch, args.dtype)
         print(json.dumps(out))
         return 0
 
@@ -269,6 +300,8 @@ def main() -> int:
                 "st_float32": run_worker("st", task, 1, "float32"),
                 "st_bfloat16": run_worker("st", task, 1, "bfloat16"),
             }
+        elif task == "g":
+            results["g"] = run_worker("jsplade", "g", 1)
         elif task == "b":
             results["b"] = {"jsplade": run_worker("jsplade", "b", 16), "st_float32": run_worker("st", "b", 16)}
         elif task == "d":
