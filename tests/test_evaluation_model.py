@@ -21,6 +21,7 @@ EXPECTED = SE_FIXTURES / "expected"
 FLOAT32_ACCUMULATED = ("query_active_dims", "avg_flops")
 TOL = 1e-6
 ST_FLOAT32_TOL = 2e-6
+TIE_TOL = 2e-6  # absolute, on scores of order 1-10
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +58,25 @@ def test_every_metric_matches_sentence_transformers(run):
 
 def test_rankings_equal_the_stored_score_matrix_ranking(run):
     """The complete rankings (all 46 documents of every query) equal the ranking of ST's stored [1000, 46]
-    score matrix under the same rule (descending score, ties by ascending corpus id)."""
+    score matrix under the same rule (descending score, ties by ascending corpus id), up to float32 ties:
+    where two documents' stored scores differ by at most ``TIE_TOL`` (ST's own rounding, ~1 ulp of a score
+    near 5), jsplade may order them either way. Every other position must agree exactly, and the stored
+    scores read along jsplade's ranking must be non-increasing within ``TIE_TOL``."""
     data, evaluator, rankings, _, _ = run
     with np.load(EXPECTED / "eval_limit_small_scores.npz") as f:
         scores, qids, cids = f["scores"], [str(x) for x in f["query_ids"]], [str(x) for x in f["corpus_ids"]]
     expected_ids, _ = rank_topk(scores, cids, evaluator.max_k)
     assert qids == evaluator.query_ids
     assert all(len(rankings[q]) == len(data.corpus) for q in qids)
-    assert [rankings[q] for q in qids] == expected_ids
+    column = {c: j for j, c in enumerate(cids)}
+    swapped = 0
+    for i, q in enumerate(qids):
+        ours, theirs = rankings[q], expected_ids[i]
+        assert sorted(ours) == sorted(theirs)
+        stored = scores[i, [column[c] for c in ours]]
+        assert np.all(np.diff(stored) <= TIE_TOL), q
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                swapped += 1
+                assert abs(scores[i, column[a]] - scores[i, column[b]]) <= TIE_TOL, (q, k, a, b)
+    assert swapped <= 4  # 46,000 ranked positions; observed: one near-tie pair (query_879, 6e-7 apart)
