@@ -4,7 +4,7 @@ VENV  ?= .venv
 PIP   := $(VENV)/bin/pip
 PYBIN := $(VENV)/bin/python
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test bench setup setup-test clean
 
 $(VENV)/.core: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: setup
 
 test: setup-test
 	$(PYBIN) -m pytest -q
+
+# jsplade against sentence-transformers on this machine (about an hour on 2 cores); see BENCHMARKS.md.
+bench: setup-test
+	$(PIP) install -q -e '.[bench]'
+	$(PYBIN) bench/run_benchmarks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
