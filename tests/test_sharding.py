@@ -61,6 +61,14 @@ def test_steps_match_single_device(mesh_spec, single_device):
     _close(ref_metrics, metrics, ref_params, host_params(state))
 
 
+def test_remat_on_a_mesh_matches_single_device(single_device):
+    """Per-layer remat stacks the (fsdp/tensor-sharded) layer weights inside the step: same result."""
+    ref_metrics, ref_params = single_device
+    state, fn, place, _ = runner("data=2,fsdp=2,tensor=2", remat=True)
+    state, metrics = run_steps(state, fn, place, 0, 4)
+    _close(ref_metrics, metrics, ref_params, host_params(state))
+
+
 def test_parameter_shardings_follow_the_rules():
     state, _, _, mesh = runner("data=2,fsdp=2,tensor=2")
     layer = state["params"]["mlm"]["layers"][0]

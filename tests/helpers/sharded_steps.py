@@ -26,9 +26,9 @@ SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambd
                         regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
 
 
-def build_model() -> SpladeModel:
+def build_model(remat: bool = False) -> SpladeModel:
     cfg = GteConfig.from_json_file(CONFIG).replace(hidden_dropout_prob=0.0)
-    mlm = mlm_from_params(cfg, hf_to_params(recipe_state_dict(cfg, 7), cfg))
+    mlm = mlm_from_params(cfg, hf_to_params(recipe_state_dict(cfg, 7), cfg)).with_compute(remat=remat)
     weights = np.random.RandomState(0).uniform(0.5, 8.0, cfg.vocab_size).astype(np.float32)
     return SpladeModel(mlm, StaticQueryEmbedding(weights))
 
@@ -45,17 +45,18 @@ def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
     return batch
 
 
-def initial_state(optimizer):
-    graphdef, params = nnx.split(build_model(), nnx.Param)
+def initial_state(optimizer, remat: bool = False):
+    graphdef, params = nnx.split(build_model(remat), nnx.Param)
     state = {"params": params, "opt": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
              "rng": jax.random.key_data(jax.random.key(0))}
     return graphdef, state
 
 
-def runner(mesh_spec: str | None, packed: bool = False):
-    """(state, step_fn, place, mesh) for one device (``None``) or a mesh; ``packed``: batches of packed rows."""
+def runner(mesh_spec: str | None, packed: bool = False, remat: bool = False):
+    """(state, step_fn, place, mesh) for one device (``None``) or a mesh; ``packed``: batches of packed rows;
+    ``remat``: per-layer rematerialisation (the scan over stacked layer weights)."""
     optimizer = make_optimizer(lambda s: SETTINGS.learning_rate)
-    graphdef, state = initial_state(optimizer)
+    graphdef, state = initial_state(optimizer, remat)
     step = make_train_step(graphdef, optimizer, SETTINGS)
     if mesh_spec is None:
         return state, jax.jit(step, donate_argnums=0), (lambda b: b), None
