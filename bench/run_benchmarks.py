@@ -11,7 +11,7 @@ Figures (each measurement runs in its own process, so peak memory is that of the
   (c) encoding one 8192-token document: seconds and peak memory above the loaded model
   (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
   (g) context: one float32 GEMM of encoder size, XLA:CPU against torch
-Both sides run float32; PyTorch is also measured in bfloat16 for (a)–(c).
+Both sides run float32; both are also measured in bfloat16 for (a) and (c).
 Peak memory = the highest resident set size sampled every 2 ms during the measurement, minus the RSS
 just before it (the loaded model and framework are excluded).
 """
@@ -109,13 +109,14 @@ def pairs(n: int) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- workers
-def worker_jsplade(task: str, batch: int) -> dict:
+def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
     import jax
     import numpy as np
 
     from jsplade import SparseEncoder
 
     enc = SparseEncoder.from_pretrained(MODEL_DIR)
+    enc.model.mlm.with_compute(dtype=dtype)  # bfloat16: bf16 matmuls, float32 weights/softmax/norms
     if task == "a":
         docs = limit_documents(2000)
         enc.encode_document(docs[:256], batch_size=32)  # compile the shapes the corpus uses
@@ -275,6 +276,7 @@ def main() -> int:
     ap.add_argument("--only", default="g,b,c,a,d")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--d-sides", default="jsplade,st", help="sides measured in (d)")
+    ap.add_argument("--d-max-batch", type=int, default=8, help="largest batch tried in (d)")
     ap.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
     ap.add_argument("--worker", choices=["jsplade", "st"])
     ap.add_argument("--task")
@@ -285,7 +287,7 @@ def main() -> int:
         if args.task == "g":
             out = worker_gemm()
         else:
-            out = worker_jsplade(args.task, args.batch) if args.worker == "jsplade" else \
+            out = worker_jsplade(args.task, args.batch, args.dtype) if args.worker == "jsplade" else \
                 worker_st(args.task, args.batch, args.dtype)
         print(json.dumps(out))
         return 0
@@ -302,6 +304,7 @@ def main() -> int:
         if task in ("a", "c"):
             results[task] = {
                 "jsplade": run_worker("jsplade", task, 1),
+                "jsplade_bfloat16": run_worker("jsplade", task, 1, "bfloat16"),
                 "st_float32": run_worker("st", task, 1, "float32"),
                 "st_bfloat16": run_worker("st", task, 1, "bfloat16"),
             }
@@ -313,7 +316,7 @@ def main() -> int:
             found = {}
             for side in args.d_sides.split(","):
                 attempts = []
-                for b in ((1, 2, 4) if side == "jsplade" else (1, 2)):
+                for b in [b for b in ((1, 2, 4, 8) if side == "jsplade" else (1, 2)) if b <= args.d_max_batch]:
                     r = run_worker(side, "d", b, timeout=5400)
                     print(f"(d) {side} batch {b}: {r}", flush=True)
                     attempts.append(r)

@@ -36,10 +36,15 @@ def _blocks(x, block, axis, fill=0):
     return jnp.moveaxis(x.reshape(shape), axis, 0)
 
 
-def _unblock(x, length):
-    """[n, B, C, …] → [B, L, …]."""
-    x = jnp.moveaxis(x, 0, 1)
-    return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
+def _heads_first(x_BxLxHxK):
+    """[B, L, H, K] → [B, H, L, K]: every tile product is then a plain batched matmul (no per-tile transposes)."""
+    return jnp.swapaxes(x_BxLxHxK, 1, 2)
+
+
+def _unblock_heads(x, length):
+    """Blocks [n, B, H, C, K] → [B, L, H, K]."""
+    n, b, h, c, k = x.shape
+    return jnp.transpose(x, (1, 0, 3, 2, 4)).reshape(b, n * c, h, k)[:, :length]
 
 
 def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
@@ -52,7 +57,7 @@ def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
 
 
 def _key_blocks(k, v, key_mask, segment_ids, k_block, length):
-    xs = {"k": _blocks(k, k_block, 1), "v": _blocks(v, k_block, 1),
+    xs = {"k": _blocks(_heads_first(k), k_block, 2), "v": _blocks(_heads_first(v), k_block, 2),
           "mask": _blocks(key_mask.astype(bool), k_block, 1, fill=False),
           "exists": _blocks(jnp.ones((length,), bool), k_block, 0, fill=False)}
     if segment_ids is not None:
@@ -61,14 +66,14 @@ def _key_blocks(k, v, key_mask, segment_ids, k_block, length):
 
 
 def _query_blocks(q, segment_ids, q_block):
-    xs = {"q": _blocks(q, q_block, 1)}
+    xs = {"q": _blocks(_heads_first(q), q_block, 2)}
     if segment_ids is not None:
         xs["seg"] = _blocks(segment_ids, q_block, 1, fill=-2)
     return xs
 
 
 def _scores(q_blk, kb, q_seg, scale, precision):
-    s = jnp.einsum("bqhk,bchk->bhqc", q_blk, kb["k"], precision=precision,
+    s = jnp.einsum("bhqk,bhck->bhqc", q_blk, kb["k"], precision=precision,
                    preferred_element_type=jnp.float32) / scale
     return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"])
 
@@ -102,7 +107,7 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
             p = jnp.exp(s - m_new[..., None])
             corr = jnp.exp(m_i - m_new)
             l_new = l_i * corr + jnp.sum(p, axis=-1)
-            pv = jnp.einsum("bhqc,bchk->bhqk", p.astype(v.dtype), kb["v"], precision=precision,
+            pv = jnp.einsum("bhqc,bhck->bhqk", p.astype(v.dtype), kb["v"], precision=precision,
                             preferred_element_type=jnp.float32)
             return (m_new, l_new, acc * corr[..., None] + pv), None
 
@@ -110,10 +115,10 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
                 jnp.zeros((batch, heads, q_block), jnp.float32),
                 jnp.zeros((batch, heads, q_block, dim), jnp.float32))
         (m_i, l_i, acc), _ = jax.lax.scan(step, init, kbs)
-        return jnp.swapaxes(acc / l_i[..., None], 1, 2), m_i, l_i  # [B,Q,H,K], [B,H,Q] ×2
+        return acc / l_i[..., None], m_i, l_i  # [B,H,Q,K], [B,H,Q] ×2
 
     out_blocks, m_blocks, l_blocks = jax.lax.map(one_query_block, qbs)
-    out = _unblock(out_blocks, length).astype(v.dtype)
+    out = _unblock_heads(out_blocks, length).astype(v.dtype)
     # m and l are kept apart (not as m + log l): for a row whose keys are all disallowed m = finfo.min,
     # and finfo.min + log l rounds back to finfo.min in float32.
     return out, (m_blocks, l_blocks)
@@ -131,32 +136,32 @@ def _bwd(k_block, precision, q_block, res, d_out):
     scale = jnp.float32(math.sqrt(dim))
     kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
     qbs = _query_blocks(q, segment_ids, q_block)
-    qbs["do"] = _blocks(d_out.astype(jnp.float32), q_block, 1)
-    qbs["o"] = _blocks(out.astype(jnp.float32), q_block, 1)
+    qbs["do"] = _blocks(_heads_first(d_out.astype(jnp.float32)), q_block, 2)
+    qbs["o"] = _blocks(_heads_first(out.astype(jnp.float32)), q_block, 2)
     qbs["m"], qbs["l"] = m_blocks, l_blocks
     n_k = kbs["k"].shape[0]
 
     def one_query_block(dkv, qb):
         q_blk, q_seg, do, m_i, l_i = qb["q"], qb.get("seg"), qb["do"], qb["m"], qb["l"]
-        delta = jnp.einsum("bqhk,bqhk->bhq", do, qb["o"])  # rowsum(dO ∘ O)
+        delta = jnp.sum(do * qb["o"], axis=-1)  # rowsum(dO ∘ O) [B,H,Q]
 
         def step(dq, kb):
             s = _scores(q_blk, kb, q_seg, scale, precision)
             p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,Q,C] probabilities
-            dv_j = jnp.einsum("bhqc,bqhk->bchk", p, do, precision=precision)
-            dp = jnp.einsum("bqhk,bchk->bhqc", do, kb["v"].astype(jnp.float32), precision=precision)
+            dv_j = jnp.einsum("bhqc,bhqk->bhck", p, do, precision=precision)
+            dp = jnp.einsum("bhqk,bhck->bhqc", do, kb["v"].astype(jnp.float32), precision=precision)
             ds = p * (dp - delta[..., None]) / scale
-            dq = dq + jnp.einsum("bhqc,bchk->bqhk", ds, kb["k"].astype(jnp.float32), precision=precision)
-            dk_j = jnp.einsum("bhqc,bqhk->bchk", ds, q_blk.astype(jnp.float32), precision=precision)
+            dq = dq + jnp.einsum("bhqc,bhck->bhqk", ds, kb["k"].astype(jnp.float32), precision=precision)
+            dk_j = jnp.einsum("bhqc,bhqk->bhck", ds, q_blk.astype(jnp.float32), precision=precision)
             return dq, (dk_j, dv_j)
 
         dq, (dk_blocks, dv_blocks) = jax.lax.scan(step, jnp.zeros(q_blk.shape, jnp.float32), kbs)
         dk, dv = dkv
         return (dk + dk_blocks, dv + dv_blocks), dq
 
-    zeros = jnp.zeros((n_k, batch, k_block, heads, dim), jnp.float32)
+    zeros = jnp.zeros((n_k, batch, heads, k_block, dim), jnp.float32)
     (dk_blocks, dv_blocks), dq_blocks = jax.lax.scan(one_query_block, (zeros, zeros), qbs)
-    dq, dk, dv = _unblock(dq_blocks, length), _unblock(dk_blocks, length), _unblock(dv_blocks, length)
+    dq, dk, dv = (_unblock_heads(x, length) for x in (dq_blocks, dk_blocks, dv_blocks))
     seg_ct = None if segment_ids is None else _zero_cotangent(segment_ids)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), _zero_cotangent(key_mask), seg_ct
 
