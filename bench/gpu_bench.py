@@ -87,7 +87,8 @@ def st_step_time(model_dir: Path, batch: int, length: int, steps: int, bf16: boo
     def one():
         opt.zero_grad()
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            value = loss([q, d], None)
+            # fresh dicts: sentence-transformers writes its outputs into the feature dict it is given
+            value = loss([dict(q), dict(d)], None)
             total = sum(value.values()) if isinstance(value, dict) else value
         total.backward()
         opt.step()
