@@ -17,8 +17,9 @@ unless --overwrite. Errors are reported on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from jsplade.cli.common import quiet_libraries
 
 PROG = "jsplade-convert"
 # Show a byte progress bar when the weights to write are at least this large.
@@ -74,21 +75,10 @@ class _ByteBar:
             self.bar.close()
 
 
-def _quiet_libraries() -> None:
-    """orbax logs routine warnings through absl; keep the terminal for the summary and real errors."""
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # pragma: no cover - absl comes with orbax
-        pass
-    logging.getLogger("absl").setLevel(logging.ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input or refused destination)."""
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     from jsplade.config import ConfigError
     from jsplade.convert import to_hf, to_jax
 

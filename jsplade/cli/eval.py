@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from jsplade.cli.index import AUTO_PROGRESS_TEXTS, error_line, load_encoder, quiet_libraries
+from jsplade.cli.common import error_line, quiet_libraries
+from jsplade.cli.index import AUTO_PROGRESS_TEXTS, load_encoder
 
 PROG = "jsplade-eval"
 DEFAULT_K_VALUES = "1,2,3,5,10,20,100"

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from jsplade.cli.common import error_line, quiet_libraries
 
 PROG = "jsplade-index"
 MANIFEST_FORMAT = "jsplade.IndexManifest/1"
@@ -38,22 +38,6 @@ SNIPPET_CHARS = 100
 
 
 # ---------------------------------------------------------------- helpers shared with jsplade-eval
-
-def quiet_libraries() -> None:
-    """orbax logs routine warnings through absl; keep the terminal for results and real errors."""
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # pragma: no cover - absl comes with orbax
-        pass
-    logging.getLogger("absl").setLevel(logging.ERROR)
-
-
-def error_line(exc: BaseException) -> str:
-    """The exception's message on one line (hub errors span several)."""
-    return re.sub(r"\s*\n\s*", " ", str(exc)).strip() or type(exc).__name__
-
 
 def load_encoder(spec: str) -> Any:
     """``SparseEncoder.load(spec)``: a SparseEncoder directory, a jsplade checkpoint directory or a hub id."""
