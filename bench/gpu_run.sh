@@ -22,4 +22,11 @@ if ! python3 -c "$sanity"; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/flax-*.whl && export PYTHONPATH=/tmp/site
   python3 -c "$sanity" || exit 3
 fi
+# sentence-transformers loads the benchmark model through transformers' native `gte` (transformers >= 5.2x)
+if ! python3 -c "import transformers.models.gte.modeling_gte" 2>/dev/null; then
+  echo "this transformers has no native gte: installing the carried transformers wheel"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-tf .whl/transformers-*.whl \
+    && export PYTHONPATH=/tmp/site-tf${PYTHONPATH:+:$PYTHONPATH}
+  python3 -c "import transformers, transformers.models.gte.modeling_gte; print('transformers', transformers.__version__)" || exit 4
+fi
 python3 bench/gpu_bench.py --out "$out" --budget-s "$budget" "$@"

@@ -28,15 +28,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jsplade.dropout import dropout
+
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "blockwise", "cudnn", "splash")
-
-
-def dropout(x: jnp.ndarray, rate: float, key: jax.Array | None) -> jnp.ndarray:
-    """Inverted dropout; identity when ``key`` is None or ``rate`` is 0."""
-    if key is None or rate <= 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def key_bias(key_mask_BxL: jnp.ndarray, dtype, query_segments_BxL=None, key_segments_BxL=None):

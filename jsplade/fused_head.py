@@ -23,8 +23,25 @@ import jax.numpy as jnp
 
 from jsplade.pooling import check_pooling, splade_activation
 
-# Live logits block budget (floats) used to pick the token chunk when none is given.
-_BLOCK_BUDGET = 1 << 24
+# Live logits block budget (floats) and largest vocabulary tile, per backend, when none is given: small
+# blocks that stay in cache on CPUs; on accelerators few large tiles (each a big matmul; a short loop).
+_BLOCK_BUDGET = {"cpu": 1 << 24}
+_DEFAULT_BLOCK_BUDGET = 1 << 27
+_MAX_TILE = {"cpu": 512}
+_DEFAULT_MAX_TILE = 8192
+
+
+def default_vocab_tile(vocab: int, backend: str | None = None) -> int:
+    """Vocabulary tile for ``backend`` (default: JAX's): the vocabulary split into the fewest tiles of at most
+    the backend's maximum, each rounded up to a multiple of 128 (30522 → 4 × 7680 on GPUs, 60 × 512 on CPUs)."""
+    backend = backend or jax.default_backend()
+    most = _MAX_TILE.get(backend, _DEFAULT_MAX_TILE)
+    if most >= vocab:
+        return vocab
+    if backend == "cpu":
+        return most
+    n = -(-vocab // most)
+    return min(most, -(-(-(-vocab // n)) // 128) * 128)
 
 
 def _token_chunks(x, chunk, fill):
@@ -53,6 +70,12 @@ def _untile(x_nxBxGxT, vocab):
     """[n, B, G, T] → [B, G, V]."""
     n, b, g, t = x_nxBxGxT.shape
     return jnp.moveaxis(x_nxBxGxT, 0, 2).reshape(b, g, n * t)[:, :, :vocab]
+
+
+def _matmul_dtype(features):
+    """Operand dtype of the backward's matmuls: the forward's (bfloat16 compute: bfloat16 operands, float32
+    accumulation, as autodiff of the plain head does; float32: float32)."""
+    return jnp.bfloat16 if features.dtype == jnp.bfloat16 else jnp.float32
 
 
 def _logits(f_BxCxD, w_TxD, b_T, precision):
@@ -141,9 +164,11 @@ def _group_max_bwd(n_groups, chunk, tile, precision, res, g_best):
     g_tiles = _tile_cotangent(g_best, tile)  # [n, B, G, T]
     where_tiles = _tile_cotangent(where, tile)
 
+    cdt = _matmul_dtype(features)
+
     def one_tile(d_f_chunks, xs):
         w_t, g_t, where_t = xs
-        w32 = w_t.astype(jnp.float32)
+        w_c = w_t.astype(cdt)
 
         def step(d_w, ys):
             f_c, start, d_f_c = ys
@@ -153,8 +178,11 @@ def _group_max_bwd(n_groups, chunk, tile, precision, res, g_best):
             for g in range(n_groups):
                 hit = where_t[:, g][:, None, :] == positions[None, :, None]
                 g_sel = g_sel + jnp.where(hit, g_t[:, g][:, None, :], 0.0)
-            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_sel, w32, precision=precision)
-            d_w = d_w + jnp.einsum("bct,bcd->td", g_sel, f_c.astype(jnp.float32), precision=precision)
+            g_sel = g_sel.astype(cdt)
+            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_sel, w_c, precision=precision,
+                                       preferred_element_type=jnp.float32)
+            d_w = d_w + jnp.einsum("bct,bcd->td", g_sel, f_c.astype(cdt), precision=precision,
+                                   preferred_element_type=jnp.float32)
             return d_w, d_f_c
 
         d_w_t, d_f_chunks = jax.lax.scan(step, jnp.zeros(w_t.shape, jnp.float32), (f_chunks, starts, d_f_chunks))
@@ -204,9 +232,11 @@ def _group_sum_bwd(n_groups, chunk, tile, activation, precision, res, g_out):
     f_chunks, g_chunks, _, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
     up_tiles = _tile_cotangent(g_out.astype(jnp.float32), tile)  # [n, B, G, T]
 
+    cdt = _matmul_dtype(features)
+
     def one_tile(d_f_chunks, xs):
         w_t, b_t, up_t = xs
-        w32 = w_t.astype(jnp.float32)
+        w_c = w_t.astype(cdt)
 
         def step(carry, ys):
             d_w, d_b = carry
@@ -216,8 +246,11 @@ def _group_sum_bwd(n_groups, chunk, tile, activation, precision, res, g_out):
             for g in range(n_groups):
                 upstream = upstream + jnp.where((grp_c == g)[:, :, None], up_t[:, g][:, None, :], 0.0)
             g_logits = upstream * _activation_grad(logits, activation)
-            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_logits, w32, precision=precision)
-            d_w = d_w + jnp.einsum("bct,bcd->td", g_logits, f_c.astype(jnp.float32), precision=precision)
+            g_c = g_logits.astype(cdt)
+            d_f_c = d_f_c + jnp.einsum("bct,td->bcd", g_c, w_c, precision=precision,
+                                       preferred_element_type=jnp.float32)
+            d_w = d_w + jnp.einsum("bct,bcd->td", g_c, f_c.astype(cdt), precision=precision,
+                                   preferred_element_type=jnp.float32)
             return (d_w, d_b + jnp.sum(g_logits, axis=(0, 1))), d_f_c
 
         init = (jnp.zeros(w_t.shape, jnp.float32), jnp.zeros(b_t.shape, jnp.float32))
@@ -238,17 +271,21 @@ _group_sum.defvjp(_group_sum_fwd, _group_sum_bwd)
 # --------------------------------------------------------------------------- public
 def fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, group_BxL, n_groups: int = 1,
                       strategy: str = "max", activation: str = "log1p_relu", chunk_size: int | None = None,
-                      precision=None, vocab_tile: int = 512) -> jnp.ndarray:
+                      precision=None, vocab_tile: int | None = None) -> jnp.ndarray:
     """Pooled SPLADE vectors [B, G, V] float32 of each group (−1 = padding, never pooled).
 
-    ``chunk_size``: tokens per block (default: all of them unless B·L·vocab_tile exceeds ~16M floats).
+    ``vocab_tile``: vocabulary entries per tile (default: ``default_vocab_tile``).
+    ``chunk_size``: tokens per block (default: all of them unless B·L·vocab_tile exceeds the backend's block
+    budget: 2²⁴ floats on CPUs, 2²⁷ elsewhere).
     """
     check_pooling(strategy, activation)
     group_BxL = jnp.asarray(group_BxL, jnp.int32)
     batch, length = features_BxLxD.shape[:2]
-    tile = max(1, min(int(vocab_tile), decoder_VxD.shape[0]))
+    vocab = decoder_VxD.shape[0]
+    tile = max(1, min(int(vocab_tile if vocab_tile is not None else default_vocab_tile(vocab)), vocab))
     if chunk_size is None:
-        chunk_size = max(1, _BLOCK_BUDGET // max(1, batch * tile))
+        budget = _BLOCK_BUDGET.get(jax.default_backend(), _DEFAULT_BLOCK_BUDGET)
+        chunk_size = max(1, budget // max(1, batch * tile))
     chunk = max(1, min(int(chunk_size), length))
     if strategy == "max":
         raw = _group_max(features_BxLxD, decoder_VxD, bias_V, group_BxL, int(n_groups), chunk, tile, precision)

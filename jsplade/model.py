@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsplade.attention import attention, dropout
+from jsplade.attention import attention
+from jsplade.dropout import dropout
 from jsplade.config import GteConfig
 from jsplade.rope import apply_rope, rope_cos_sin, rope_frequencies
 
@@ -57,7 +58,8 @@ class ComputeOptions:
                 never exist, forward or backward, and it is faster; "plain": full logits (reference path).
                 Same values and gradients either way.
     head_chunk: tokens per block of the fused head (None: automatic).
-    vocab_tile: vocabulary entries per block of the fused head.
+    vocab_tile: vocabulary entries per block of the fused head (None: per backend, see
+                ``jsplade.fused_head.default_vocab_tile``).
     """
 
     dtype: str = "float32"
@@ -66,7 +68,7 @@ class ComputeOptions:
     precision: str = "highest"
     head: str = "fused"
     head_chunk: int | None = None
-    vocab_tile: int = 512
+    vocab_tile: int | None = None
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:

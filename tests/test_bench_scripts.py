@@ -28,6 +28,7 @@ def test_gpu_bench_cpu_smoke(tmp_path):
     assert not [r for r in results if "error" in r or "worker_error" in r or "timeout_s" in r]
     profiled = [r for r in results if "profile" in r]
     assert len(profiled) == 1 and profiled[0]["profile"]["kernel_ms_per_step"] > 0
+    assert (tmp_path / "hlo_train_step.txt.gz").stat().st_size > 1000  # the optimised HLO of the profiled step
     checks = {r["check"]: r for r in results if r.get("section") == "checks"}
     assert checks["attention_cudnn_vs_xla"]["runs_as"] == "blockwise"  # no GPU here
     assert checks["attention_cudnn_vs_xla"]["out_rel"] < 1e-2  # bfloat16 inputs against float32
