@@ -10,7 +10,9 @@ head on CPUs.
 Max pooling keeps, per vocabulary entry, the running maximum *and its token index*; the backward
 routes each entry's gradient to that arg-max token only (what autodiff of a max does without exact
 ties; the reference, torch.max over tokens, also picks one index) and forms d features / d decoder /
-d bias tile by tile. Sum pooling (Σ_t a(logit)) recomputes each block's logits in the backward to
+d bias tile by tile: on CPUs as a gather and a scatter-add (B·V·D work, no matmul), on accelerators as
+products with the one-hot selection matrix (dense matmuls for the matrix units; bfloat16 operands when
+the forward is bfloat16). Sum pooling (Σ_t a(logit)) recomputes each block's logits in the backward to
 apply a'(logit). Values equal ``jsplade.pooling.splade_pool`` on the full logits.
 """
 
@@ -40,8 +42,9 @@ def default_vocab_tile(vocab: int, backend: str | None = None) -> int:
         return vocab
     if backend == "cpu":
         return most
-    n = -(-vocab // most)
-    return min(most, -(-(-(-vocab // n)) // 128) * 128)
+    n_tiles = -(-vocab // most)
+    per_tile = -(-vocab // n_tiles)
+    return min(most, -(-per_tile // 128) * 128)
 
 
 def _token_chunks(x, chunk, fill):
@@ -156,11 +159,56 @@ def _tile_cotangent(x_BxGxV, tile):
     return jnp.moveaxis(x.reshape(b, g, n, tile), 2, 0)
 
 
+# Backends whose max-pooling backward gathers and scatters instead of multiplying by the one-hot matrix.
+_GATHER_MAX_BWD_BACKENDS = ("cpu",)
+
+
 def _group_max_bwd(n_groups, chunk, tile, precision, res, g_best):
     features, weight, bias, group, best, where = res
-    batch, length, dim = features.shape
     g_best = jnp.where(jnp.isfinite(best), g_best, 0.0).astype(jnp.float32)  # empty groups: no gradient
-    f_chunks, _, starts, w_tiles, _ = _layout(features, weight, bias, group, chunk, tile)
+    if jax.default_backend() in _GATHER_MAX_BWD_BACKENDS:
+        d_f, d_w = _group_max_bwd_gather(features, weight, g_best, where, tile, precision)
+    else:
+        d_f, d_w = _group_max_bwd_matmul(features, weight, g_best, where, n_groups, chunk, tile, precision)
+    d_b = jnp.sum(g_best, axis=(0, 1))
+    return (d_f.astype(features.dtype), d_w.astype(weight.dtype), d_b.astype(bias.dtype),
+            jnp.zeros(group.shape, jax.dtypes.float0))
+
+
+def _group_max_bwd_gather(features, weight, g_best, where, tile, precision):
+    """Each (row, group, entry) routes its gradient to one token, so the backward needs no matmul:
+    d weight[v] = Σ_(b,g) g[b,g,v] · features[b, where[b,g,v]]   (a gather per vocabulary tile),
+    d features[b, where[b,g,v]] += g[b,g,v] · weight[v]          (a scatter-add).
+    B·G·V·D multiply-adds instead of the 2·B·L·V·D of the one-hot products: on a 2-core CPU, 0.27 s instead
+    of 1.6 s for 16 × 256 tokens and a 30522-entry vocabulary."""
+    batch, length, dim = features.shape
+    n_groups = g_best.shape[1]
+    f32 = features.astype(jnp.float32)
+    g_tiles = _tile_cotangent(g_best, tile).reshape(-1, batch * n_groups, tile)  # [n, B·G, T]
+    where_tiles = _tile_cotangent(where, tile).reshape(-1, batch * n_groups, tile)
+    row_base = (jnp.arange(batch, dtype=jnp.int32) * length).repeat(n_groups)[:, None]  # [B·G, 1]
+    f_rows = f32.reshape(batch * length, dim)
+
+    def one_tile(d_f_rows, xs):
+        w_t, g_t, where_t = xs
+        rows = (row_base + where_t).reshape(-1)  # [B·G·T] token rows of the flattened features
+        picked = f_rows[rows].reshape(batch * n_groups, tile, dim)
+        d_w_t = jnp.einsum("rt,rtd->td", g_t, picked, precision=precision)
+        d_f_rows = d_f_rows.at[rows].add((g_t[:, :, None] * w_t.astype(jnp.float32)[None]).reshape(-1, dim))
+        return d_f_rows, d_w_t
+
+    d_f_rows, d_w_tiles = jax.lax.scan(one_tile, jnp.zeros((batch * length, dim), jnp.float32),
+                                       (_vocab_tiles(weight, tile), g_tiles, where_tiles))
+    return d_f_rows.reshape(batch, length, dim), d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
+
+
+def _group_max_bwd_matmul(features, weight, g_best, where, n_groups, chunk, tile, precision):
+    """The same gradients as products with the one-hot selection matrix, tile by tile: dense matmuls, which
+    is what matrix units (GPU, TPU) do fastest."""
+    batch, length, dim = features.shape
+    f_chunks = _token_chunks(features, chunk, 0)
+    starts = jnp.arange(f_chunks.shape[0], dtype=jnp.int32) * chunk
+    w_tiles = _vocab_tiles(weight, tile)
     g_tiles = _tile_cotangent(g_best, tile)  # [n, B, G, T]
     where_tiles = _tile_cotangent(where, tile)
 
@@ -191,10 +239,7 @@ def _group_max_bwd(n_groups, chunk, tile, precision, res, g_best):
     d_f_chunks, d_w_tiles = jax.lax.scan(one_tile, jnp.zeros(f_chunks.shape, jnp.float32),
                                          (w_tiles, g_tiles, where_tiles))
     d_f = jnp.moveaxis(d_f_chunks, 0, 1).reshape(batch, -1, dim)[:, :length]
-    d_w = d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
-    d_b = jnp.sum(g_best, axis=(0, 1))
-    return (d_f.astype(features.dtype), d_w.astype(weight.dtype), d_b.astype(bias.dtype),
-            jnp.zeros(group.shape, jax.dtypes.float0))
+    return d_f, d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
 
 
 _group_max.defvjp(_group_max_fwd, _group_max_bwd)

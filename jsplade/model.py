@@ -60,6 +60,10 @@ class ComputeOptions:
     head_chunk: tokens per block of the fused head (None: automatic).
     vocab_tile: vocabulary entries per block of the fused head (None: per backend, see
                 ``jsplade.fused_head.default_vocab_tile``).
+    mlp_chunk:  inputs longer than twice this many tokens run each layer's MLP in blocks of this many
+                tokens (a loop), so its [B, L, 2·I] intermediates exist one block at a time: the largest
+                activations of a long document (at 8192 tokens 96–192 MB each). Only without dropout
+                (inference, dropout-free training); None: never. Same values either way (the MLP is per token).
     """
 
     dtype: str = "float32"
@@ -69,6 +73,7 @@ class ComputeOptions:
     head: str = "fused"
     head_chunk: int | None = None
     vocab_tile: int | None = None
+    mlp_chunk: int | None = 1024
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
@@ -363,15 +368,34 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
     attn_BxLxD = dropout(attn_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.ATTN_OUT))
     x_BxLxD = layer.attn_norm(x_BxLxD + attn_BxLxD)
 
-    mlp = layer.mlp
+    glu_key = _site_key(layer_key, 0, _Site.GLU)
+    chunk = opts.mlp_chunk
+    if chunk and x_BxLxD.shape[1] > 2 * chunk and (glu_key is None or cfg.hidden_dropout_prob <= 0.0):
+        mlp_BxLxD = _mlp_in_blocks(layer.mlp, x_BxLxD, cfg, dtype, prec, chunk)
+    else:
+        mlp_BxLxD = _mlp(layer.mlp, x_BxLxD, cfg, dtype, prec, glu_key)
+    mlp_BxLxD = dropout(mlp_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.MLP_OUT))
+    return layer.mlp_norm(x_BxLxD + mlp_BxLxD)
+
+
+def _mlp(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, glu_key):
+    """GLU MLP without its output dropout: down(act(gate) · up) + bias."""
     ug_BxLx2xI = jnp.einsum("bld,dti->blti", x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
     up_BxLxI, gate_BxLxI = ug_BxLx2xI[:, :, 0], ug_BxLx2xI[:, :, 1]
     glu_BxLxI = activation(cfg.hidden_act)(gate_BxLxI) * up_BxLxI
-    glu_BxLxI = dropout(glu_BxLxI, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.GLU))
+    glu_BxLxI = dropout(glu_BxLxI, cfg.hidden_dropout_prob, glu_key)
     mlp_BxLxD = jnp.einsum("bli,id->bld", glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
-    mlp_BxLxD = mlp_BxLxD + mlp.down_bias[...].astype(dtype)
-    mlp_BxLxD = dropout(mlp_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.MLP_OUT))
-    return layer.mlp_norm(x_BxLxD + mlp_BxLxD)
+    return mlp_BxLxD + mlp.down_bias[...].astype(dtype)
+
+
+def _mlp_in_blocks(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, chunk: int):
+    """``_mlp`` (no dropout) over blocks of ``chunk`` tokens, one block live at a time."""
+    batch, length, dim = x_BxLxD.shape
+    n = -(-length // chunk)
+    x_pad = jnp.pad(x_BxLxD, ((0, 0), (0, n * chunk - length), (0, 0)))
+    blocks_NxBxCxD = jnp.moveaxis(x_pad.reshape(batch, n, chunk, dim), 1, 0)
+    out = jax.lax.map(lambda x_BxCxD: _mlp(mlp, x_BxCxD, cfg, dtype, prec, None), blocks_NxBxCxD)
+    return jnp.moveaxis(out, 0, 1).reshape(batch, n * chunk, dim)[:, :length]
 
 
 def count_parameters(model: GteForMaskedLM) -> int:

@@ -9,7 +9,7 @@ import pytest
 from conftest import max_rel
 
 from jsplade.fused_head import fused_splade_pool, mask_to_group
-from jsplade.pooling import splade_pool
+from jsplade.pooling import splade_activation, splade_pool
 
 
 def _data(rng, b, length, d, v):
@@ -124,3 +124,35 @@ def test_default_vocab_tile_per_backend():
         tile = default_vocab_tile(vocab, "gpu")
         n = -(-vocab // tile)
         assert tile <= 8192 and n * tile - vocab < 128 * n  # padding under one 128-row per tile
+
+
+@pytest.mark.parametrize("backward", ["gather", "matmul"])
+@pytest.mark.parametrize("chunk,tile,groups", [(None, 512, 1), (6, 7, 1), (5, 16, 3)])
+def test_max_backward_both_formulations(monkeypatch, backward, chunk, tile, groups):
+    """Max pooling's backward exists twice — gather/scatter (CPUs) and one-hot matmuls (accelerators): each
+    equals autodiff of the plain head, with packed groups too."""
+    import jsplade.fused_head as fh
+
+    monkeypatch.setattr(fh, "_GATHER_MAX_BWD_BACKENDS", ("cpu",) if backward == "gather" else ())
+    rng = np.random.default_rng(5 + groups)
+    f, w, bias, _ = _data(rng, 2, 33, 8, 40)
+    group = np.full((2, 33), -1)
+    bounds = np.linspace(0, 30, groups + 1).astype(int)
+    for g in range(groups):
+        group[:, bounds[g]:bounds[g + 1]] = g
+    group[1, 20:] = -1  # a shorter second row: its last group may be empty
+    cot = jnp.asarray(rng.standard_normal((2, groups, 40)), jnp.float32)
+
+    def plain(f, w, b):
+        act = splade_activation(jnp.einsum("bld,vd->blv", f, w) + b)
+        out = [jnp.max(jnp.where((group == g)[:, :, None], act, 0.0), axis=1) for g in range(groups)]
+        return jnp.stack(out, 1)
+
+    def fused(f, w, b):
+        return fused_splade_pool(f, w, b, group, groups, chunk_size=chunk, vocab_tile=tile)
+
+    np.testing.assert_allclose(np.asarray(fused(f, w, bias)), np.asarray(plain(f, w, bias)), rtol=1e-6, atol=1e-6)
+    g_plain = jax.grad(lambda *a: jnp.sum(plain(*a) * cot), argnums=(0, 1, 2))(f, w, bias)
+    g_fused = jax.jit(jax.grad(lambda *a: jnp.sum(fused(*a) * cot), argnums=(0, 1, 2)))(f, w, bias)
+    for a, b in zip(g_plain, g_fused):
+        assert max_rel(b, a) < 1e-5
