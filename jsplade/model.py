@@ -80,6 +80,9 @@ class ComputeOptions:
             raise ValueError(f"ComputeOptions.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if self.head not in ("fused", "plain"):
             raise ValueError(f"ComputeOptions.head must be 'fused' or 'plain', got {self.head!r}")
+        if self.mlp_chunk is not None and (isinstance(self.mlp_chunk, bool) or not isinstance(self.mlp_chunk, int)
+                                           or self.mlp_chunk < 1):
+            raise ValueError(f"ComputeOptions.mlp_chunk must be a positive int or None, got {self.mlp_chunk!r}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"ComputeOptions.precision must be one of {sorted(_PRECISIONS)}, got {self.precision!r}")
 

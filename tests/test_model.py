@@ -285,3 +285,12 @@ def test_cpu_scheduler_flag_bounds_long_document_memory():
     default, lean = temps
     assert lean < 0.5 * default, (lean / 2**20, default / 2**20)
     assert lean < 400 * 2**20
+
+
+def test_bad_mlp_chunk_is_refused():
+    from jsplade.model import ComputeOptions
+
+    for bad in (0, -4, 2.5, True):
+        with pytest.raises(ValueError, match="mlp_chunk"):
+            ComputeOptions(mlp_chunk=bad)
+    assert ComputeOptions(mlp_chunk=None).mlp_chunk is None
