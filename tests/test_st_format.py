@@ -431,11 +431,13 @@ def test_resolve_local_directory(tmp_path):
     assert resolve_model_path(HUB) == HUB  # type: ignore[arg-type]
 
 
-def test_resolve_rejects_files_and_non_hub_ids(tmp_path):
+def test_resolve_rejects_files_and_non_hub_ids(tmp_path, monkeypatch):
     f = tmp_path / "weights.safetensors"
     f.write_bytes(b"x")
     with pytest.raises(ValueError, match="not a directory"):
         resolve_model_path(str(f))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # relative names resolve where nothing exists ("../x" included)
     for bad in (str(tmp_path / "missing"), "plainname", "a/b/c", "../x", "owner/../name"):
         with pytest.raises(ValueError, match="no such directory, and not a Hugging Face hub id"):
             resolve_model_path(bad)
