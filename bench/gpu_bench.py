@@ -37,8 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
+from bench_data import limit_documents, long_text  # noqa: E402
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "cpu": 1.0}
-LIMIT_CORPUS = REPO / "data" / "limit" / "corpus.jsonl.gz"
 
 
 def model_flops_per_token(length: int, layers: int = 12, d: int = 768, inter: int = 3072, vocab: int = 30522) -> float:
@@ -59,21 +59,6 @@ def detect_card() -> str:
 
 def emit(record: dict) -> None:
     print("RESULT " + json.dumps(record), flush=True)
-
-
-def limit_documents(n: int) -> list[str]:
-    docs = []
-    with gzip.open(LIMIT_CORPUS, "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            docs.append((row.get("title", "") + " " + row["text"]).strip())
-            if len(docs) == n:
-                break
-    return docs
-
-
-def long_text(n_words: int) -> str:
-    return " ".join(" ".join(limit_documents(200)).split()[:n_words])
 
 
 def synthetic_batch(batch: int, length: int, seed: int = 0) -> dict:
@@ -300,7 +285,6 @@ def worker_checks() -> None:
                 return jnp.sum((out.astype(jnp.float32) * w.astype(jnp.float32)) * jnp.asarray(mask)[:, :, None, None])
 
             fast = jax.jit(jax.value_and_grad(lambda *a: loss(*a, impl), argnums=(0, 1, 2)))
-            ref = jax.jit(jax.value_and_grad(lambda *a: loss(*a, "xla"), argnums=(0, 1, 2)))
             # reference in float32 from the same (rounded) inputs
             (vf, gf), (vr, gr) = fast(q, kk, v), jax.jit(jax.value_and_grad(
                 lambda q, kk, v: loss(q.astype(jnp.float32), kk.astype(jnp.float32), v.astype(jnp.float32), "xla"),
@@ -314,7 +298,6 @@ def worker_checks() -> None:
                                                                     np.asarray(out_ref)[real]),
                           grad_rel=[_rel(np.asarray(a, np.float32), np.asarray(c)) for a, c in zip(gf, gr)],
                           value_rel=_rel(vf, vr))
-            del ref
         except Exception as exc:
             record["error"] = f"{type(exc).__name__}: {str(exc)[:400]}"
         emit(record)

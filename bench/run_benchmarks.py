@@ -19,7 +19,6 @@ just before it (the loaded model and framework are excluded).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -31,8 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from bench_data import limit_documents, long_text  # noqa: E402
 MODEL_DIR = REPO / "runs" / "bench" / "model"
-LIMIT_CORPUS = REPO / "data" / "limit" / "corpus.jsonl.gz"
 # XLA:CPU's default scheduler runs independent operations side by side and keeps their buffers alive
 # together: an 8192-token encode needs 836 MB of temporaries with it, 224 MB without, at the same speed.
 JSPLADE_XLA_FLAGS = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
@@ -87,25 +86,6 @@ class PeakMemory:
     @property
     def peak_above_start(self) -> int:
         return self.peak - self.start
-
-
-def limit_documents(n: int) -> list[str]:
-    if not LIMIT_CORPUS.exists():
-        raise SystemExit(f"{LIMIT_CORPUS} is missing (it ships with the repository)")
-    docs = []
-    with gzip.open(LIMIT_CORPUS, "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            docs.append((row.get("title", "") + " " + row["text"]).strip())
-            if len(docs) == n:
-                break
-    return docs
-
-
-def long_text(n_words: int) -> str:
-    docs = limit_documents(200)
-    words = " ".join(docs).split()
-    return " ".join(words[:n_words])
 
 
 def pairs(n: int) -> list[tuple[str, str]]:
