@@ -38,6 +38,7 @@ from flax import nnx
 
 from jsplade.attention import attention
 from jsplade.dropout import dropout
+from jsplade.dense import dense
 from jsplade.config import GteConfig
 from jsplade.rope import apply_rope, rope_cos_sin, rope_frequencies
 
@@ -98,7 +99,7 @@ class ComputeOptions:
 def activation(name: str):
     """HF ``hidden_act`` → function ("gelu" is the exact erf GELU)."""
     if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)
+        return gelu_erf
     if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
         return lambda x: jax.nn.gelu(x, approximate=True)
     if name == "relu":
@@ -106,6 +107,17 @@ def activation(name: str):
     if name in ("silu", "swish"):
         return jax.nn.silu
     raise ValueError(f"unsupported activation {name!r}")
+
+
+def gelu_erf(x: jnp.ndarray) -> jnp.ndarray:
+    """Exact GELU written as PyTorch writes it, x · ½(1 + erf(x/√2)).
+
+    ``jax.nn.gelu(approximate=False)`` computes the same function through erfc, which XLA:CPU expands
+    with an exponential: the GLU's activation forward and backward took 76 ms per layer at 16 × 256
+    tokens against 46 ms in this form; the two agree within 1.2e-6 absolute in float32.
+    """
+    half = jnp.asarray(0.5, x.dtype)
+    return x * (half + half * jax.lax.erf(x * jnp.asarray(1 / math.sqrt(2), x.dtype)))
 
 
 class Norm(nnx.Module):
@@ -293,8 +305,7 @@ class GteForMaskedLM(nnx.Module):
         opts = self.compute
         dtype = opts.jnp_dtype
         h = self.head
-        t = jnp.einsum("bld,de->ble", hidden_BxLxD.astype(dtype), h.dense_kernel[...].astype(dtype),
-                       precision=opts.lax_precision) + h.dense_bias[...].astype(dtype)
+        t = dense(hidden_BxLxD.astype(dtype), h.dense_kernel[...].astype(dtype), precision=opts.lax_precision) + h.dense_bias[...].astype(dtype)
         t = activation(self.config.hidden_act)(t)
         return h.norm(t)
 
@@ -353,7 +364,7 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
     prec = opts.lax_precision
     att = layer.attention
 
-    qkv = jnp.einsum("bld,dthk->blthk", x_BxLxD, att.qkv_kernel[...].astype(dtype), precision=prec)
+    qkv = dense(x_BxLxD, att.qkv_kernel[...].astype(dtype), precision=prec)
     qkv = qkv + att.qkv_bias[...].astype(dtype)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q_BxLxHxK = apply_rope(q_BxLxHxK, cos_BxLxK, sin_BxLxK)
@@ -366,7 +377,7 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
         dropout_rate=cfg.attention_probs_dropout_prob,
         dropout_key=_site_key(layer_key, 0, _Site.ATTN_PROBS), precision=prec,
     )
-    attn_BxLxD = jnp.einsum("blhk,hkd->bld", o_BxLxHxK, att.out_kernel[...].astype(dtype), precision=prec)
+    attn_BxLxD = dense(o_BxLxHxK, att.out_kernel[...].astype(dtype), n_in=2, precision=prec)
     attn_BxLxD = attn_BxLxD + att.out_bias[...].astype(dtype)
     attn_BxLxD = dropout(attn_BxLxD, cfg.hidden_dropout_prob, _site_key(layer_key, 0, _Site.ATTN_OUT))
     x_BxLxD = layer.attn_norm(x_BxLxD + attn_BxLxD)
@@ -383,11 +394,11 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
 
 def _mlp(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, glu_key):
     """GLU MLP without its output dropout: down(act(gate) · up) + bias."""
-    ug_BxLx2xI = jnp.einsum("bld,dti->blti", x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
+    ug_BxLx2xI = dense(x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
     up_BxLxI, gate_BxLxI = ug_BxLx2xI[:, :, 0], ug_BxLx2xI[:, :, 1]
     glu_BxLxI = activation(cfg.hidden_act)(gate_BxLxI) * up_BxLxI
     glu_BxLxI = dropout(glu_BxLxI, cfg.hidden_dropout_prob, glu_key)
-    mlp_BxLxD = jnp.einsum("bli,id->bld", glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
+    mlp_BxLxD = dense(glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
     return mlp_BxLxD + mlp.down_bias[...].astype(dtype)
 
 
