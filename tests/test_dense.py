@@ -57,6 +57,31 @@ def test_bfloat16_operands_give_bfloat16_gradients_close_to_float32():
         assert max_rel(a, b) < 3e-2  # bfloat16 operands: 8-bit mantissas
 
 
+@pytest.mark.parametrize("x_shape,k_shape,n_in,spec", CASES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_bfloat16_every_projection_form_runs_and_matches_float32_math(x_shape, k_shape, n_in, spec, jit):
+    """bfloat16 operands (float32 accumulation, one rounding), eager and compiled: the forward and both
+    gradients equal the float32 products of the same bfloat16 values, rounded to bfloat16."""
+    rng = np.random.default_rng(len(spec) + 10)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal(k_shape), jnp.bfloat16)
+    cot = jnp.asarray(rng.standard_normal(jnp.einsum(spec, x, kernel).shape), jnp.bfloat16)
+    fwd = jax.jit(dense, static_argnums=2) if jit else dense
+    out = fwd(x, kernel, n_in)
+    assert out.dtype == jnp.bfloat16
+    hi = jax.lax.Precision.HIGHEST
+    f32 = lambda t: t.astype(jnp.float32)
+    want = jnp.einsum(spec, f32(x), f32(kernel), precision=hi)
+    assert max_rel(out, want) < 1e-2  # one bfloat16 rounding of the float32 result
+    grad = jax.grad(lambda x, w: jnp.sum(f32(dense(x, w, n_in)) * f32(cot)), argnums=(0, 1))
+    g = (jax.jit(grad) if jit else grad)(x, kernel)
+    g_want = jax.grad(lambda x, w: jnp.sum(jnp.einsum(spec, x, w, precision=hi) * f32(cot)), argnums=(0, 1))(
+        f32(x), f32(kernel))
+    for a, b in zip(g, g_want):
+        assert a.dtype == jnp.bfloat16
+        assert max_rel(a, b) < 1e-2
+
+
 def test_mixed_dtypes_promote_like_einsum():
     x = jnp.ones((3, 4), jnp.bfloat16)
     kernel = jnp.ones((4, 5), jnp.float32)
