@@ -20,6 +20,9 @@ Parameter layout (Flax convention, kernels are [in, …out]); the mapping to HF 
     layers.{i}.mlp_norm.scale / .bias    [D]
     head.dense_kernel [D, D], head.dense_bias [D], head.norm.scale / .bias [D], head.decoder_bias [V]
 
+The projections run through ``jsplade.dense`` and the GLU through ``gated_unit``: both have written-out
+backward passes (the same gradients as autodiff's, laid out so that XLA:CPU needs no transposed copies).
+
 Dropout is active only when a ``dropout_key`` is passed (training); every site derives its own key
 from it, so a step is a pure function of (params, batch, key).
 """
@@ -37,9 +40,9 @@ import numpy as np
 from flax import nnx
 
 from jsplade.attention import attention
-from jsplade.dropout import dropout
-from jsplade.dense import dense
 from jsplade.config import GteConfig
+from jsplade.dense import dense
+from jsplade.dropout import dropout
 from jsplade.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -305,7 +308,8 @@ class GteForMaskedLM(nnx.Module):
         opts = self.compute
         dtype = opts.jnp_dtype
         h = self.head
-        t = dense(hidden_BxLxD.astype(dtype), h.dense_kernel[...].astype(dtype), precision=opts.lax_precision) + h.dense_bias[...].astype(dtype)
+        t = dense(hidden_BxLxD.astype(dtype), h.dense_kernel[...].astype(dtype), precision=opts.lax_precision)
+        t = t + h.dense_bias[...].astype(dtype)
         t = activation(self.config.hidden_act)(t)
         return h.norm(t)
 
