@@ -66,8 +66,6 @@ def resolve_impl(impl: str, length: int, dtype, packed: bool, with_dropout: bool
 
 def _attend_block(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype, dropout_rate, dropout_key, precision):
     """Full-score softmax attention over one block of queries: [B, Q, H, K] in the dtype of ``v``."""
-    if dropout_key is None or dropout_rate <= 0.0:
-        dropout_rate, dropout_key = 0.0, None
     return _attend(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, dropout_key, float(dropout_rate), precision,
                    jnp.dtype(softmax_dtype))
 
@@ -76,8 +74,12 @@ def _heads_first(t_BxLxHxK):
     return jnp.transpose(t_BxLxHxK, (0, 2, 1, 3))
 
 
+def _scale(head_dim: int, softmax_dtype):
+    return jnp.asarray(math.sqrt(head_dim), softmax_dtype)
+
+
 def _probs(q_BxHxQxK, k_BxHxLxK, bias, softmax_dtype, precision):
-    scale = jnp.asarray(math.sqrt(q_BxHxQxK.shape[-1]), softmax_dtype)
+    scale = _scale(q_BxHxQxK.shape[-1], softmax_dtype)
     scores_BxHxQxL = jnp.einsum("bhqk,bhlk->bhql", q_BxHxQxK, k_BxHxLxK, precision=precision)
     scores_BxHxQxL = scores_BxHxQxL.astype(softmax_dtype) / scale + bias.astype(softmax_dtype)
     return jax.nn.softmax(scores_BxHxQxL, axis=-1)
@@ -111,7 +113,7 @@ def _attend_bwd(dropout_rate, precision, softmax_dtype, residuals, g_BxQxHxK):
     # Dropout is x ↦ mask · x / keep: its transpose is the same map.
     dprobs_BxHxQxL = dropout(dkept_BxHxQxL.astype(softmax_dtype), dropout_rate, dropout_key)
     row_BxHxQx1 = jnp.sum(dprobs_BxHxQxL * probs_BxHxQxL, axis=-1, keepdims=True)
-    scale = jnp.asarray(math.sqrt(q_h.shape[-1]), softmax_dtype)
+    scale = _scale(q_h.shape[-1], softmax_dtype)
     dscores_BxHxQxL = (probs_BxHxQxL * (dprobs_BxHxQxL - row_BxHxQx1) / scale).astype(q_h.dtype)
     dq_h = jnp.einsum("bhql,bhlk->bhqk", dscores_BxHxQxL, k_h, precision=precision)
     dk_h = jnp.einsum("bhql,bhqk->bhlk", dscores_BxHxQxL, q_h, precision=precision)

@@ -5,8 +5,8 @@ row-major position in the array, ``seed`` two 32-bit words drawn once per call f
 and ``mix`` two rounds of the murmur3 32-bit finaliser (a bijective avalanche mixer) around the seed.
 Why not ``jax.random.bernoulli``: threefry costs ~20 rounds of integer work per 32 bits. Measured on the
 2-core CPU, the masks of one v3-gte training step at 16 × 256 tokens ([4096, 4608] per layer) took 2.7 s
-with threefry and 0.25 s with this hash (~10 integer operations per element). Like threefry in its partitionable mode, the mask is a
-pure function of (key, index), so every device mesh draws the same mask.
+with threefry and 0.25 s with this hash (~10 integer operations per element). Like threefry in its
+partitionable mode, the mask is a pure function of (key, index), so every device mesh draws the same mask.
 
 The keep probability is exact to 2⁻³² (``1 − rate`` rounded to a multiple of 2⁻³²); the arrays a single
 call masks should stay under 2³² elements (indices wrap beyond, which repeats the mask).

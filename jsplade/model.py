@@ -399,8 +399,7 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
 def _mlp(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, glu_key):
     """GLU MLP without its output dropout: down(act(gate) · up) + bias."""
     ug_BxLx2xI = dense(x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
-    rate = cfg.hidden_dropout_prob if glu_key is not None else 0.0
-    glu_BxLxI = gated_unit(ug_BxLx2xI, glu_key, cfg.hidden_act, float(rate))
+    glu_BxLxI = gated_unit(ug_BxLx2xI, glu_key, cfg.hidden_act, float(cfg.hidden_dropout_prob))
     mlp_BxLxD = dense(glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
     return mlp_BxLxD + mlp.down_bias[...].astype(dtype)
 
