@@ -12,8 +12,8 @@ Figures (each measurement runs in its own process, so peak memory is that of the
   (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
   (g) context: one float32 GEMM of encoder size, XLA:CPU against torch
 Both sides run float32; both are also measured in bfloat16 for (a) and (c).
-Peak memory = the highest resident set size sampled every 2 ms during the measurement, minus the RSS
-just before it (the loaded model and framework are excluded).
+Peak memory = the kernel's high-water mark of the resident set (VmHWM, reset when the measurement starts)
+minus the RSS at that moment (the loaded model and framework are excluded).
 """
 
 from __future__ import annotations

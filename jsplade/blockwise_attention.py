@@ -18,8 +18,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 _NEG = float(jnp.finfo(jnp.float32).min)
+SAVE_NAME = "blockwise_attention"
 
 
 def _blocks(x, block, axis, fill=0):
@@ -47,6 +49,25 @@ def _unblock_heads(x, length):
     return jnp.transpose(x, (1, 0, 3, 2, 4)).reshape(b, n * c, h, k)[:, :length]
 
 
+def _unblock_heads_transposed(x, length):
+    """Blocks [n, B, H, K, C] (each block's rows along the last axis) → [B, L, H, K]."""
+    n, b, h, k, c = x.shape
+    return jnp.transpose(x, (1, 0, 4, 2, 3)).reshape(b, n * c, h, k)[:, :length]
+
+
+def _split_scale(q, dim):
+    """(q·f, c) with scores = ⟨q·f, k⟩ / c equal to ⟨q, k⟩ / √d.
+
+    Where √d is a power of two (d = 64 in v3-gte), 1/√d is folded into q: exact in any float format,
+    and one multiply per query element instead of one divide per score. Otherwise the scores are
+    divided (c = √d, f = 1), as in the plain path.
+    """
+    root = math.sqrt(dim)
+    if root == 2.0 ** round(math.log2(root)):
+        return q * jnp.asarray(1.0 / root, q.dtype), None
+    return q, jnp.float32(root)
+
+
 def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
     """Additive bias [B, 1, Q or 1, C] (float32) of one tile."""
     allowed = key_mask_BxC[:, None, None, :]
@@ -62,7 +83,23 @@ def _key_blocks(k, v, key_mask, segment_ids, k_block, length):
           "exists": _blocks(jnp.ones((length,), bool), k_block, 0, fill=False)}
     if segment_ids is not None:
         xs["seg"] = _blocks(segment_ids, k_block, 1, fill=-1)
+    else:  # blocks whose every key is a real, allowed key for every row: their tiles need no bias
+        xs["open"] = jnp.logical_and(jnp.all(xs["mask"], axis=(1, 2)), jnp.all(xs["exists"], axis=1))
     return xs
+
+
+def _per_key_block(tile_step):
+    """``tile_step(carry, kb, biased)`` as a scan step that adds the mask bias only to tiles that need it.
+
+    Without packing, a key block whose keys are all allowed takes the branch without the bias: one pass
+    less over each [B, H, Q, C] score tile (every block of an unpadded long document). Same values.
+    """
+    def step(carry, kb):
+        if "open" not in kb:
+            return tile_step(carry, kb, True)
+        return jax.lax.cond(kb["open"], functools.partial(tile_step, biased=False),
+                            functools.partial(tile_step, biased=True), carry, kb)
+    return step
 
 
 def _query_blocks(q, segment_ids, q_block):
@@ -72,10 +109,11 @@ def _query_blocks(q, segment_ids, q_block):
     return xs
 
 
-def _scores(q_blk, kb, q_seg, scale, precision):
-    s = jnp.einsum("bhqk,bhck->bhqc", q_blk, kb["k"], precision=precision,
-                   preferred_element_type=jnp.float32) / scale
-    return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"])
+def _scores(q_blk, kb, q_seg, divisor, precision, biased):
+    s = jnp.einsum("bhqk,bhck->bhqc", q_blk, kb["k"], precision=precision, preferred_element_type=jnp.float32)
+    if divisor is not None:
+        s = s / divisor
+    return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"]) if biased else s
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
@@ -93,16 +131,16 @@ def _sizes(length, k_block, q_block):
 def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
     batch, length, heads, dim = q.shape
     k_block, q_block = _sizes(length, k_block, q_block)
-    scale = jnp.float32(math.sqrt(dim))
+    q_scaled, divisor = _split_scale(q, dim)
     kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
-    qbs = _query_blocks(q, segment_ids, q_block)
+    qbs = _query_blocks(q_scaled, segment_ids, q_block)
 
     def one_query_block(qb):
         q_blk, q_seg = qb["q"], qb.get("seg")
 
-        def step(carry, kb):
+        def step(carry, kb, biased):
             m_i, l_i, acc = carry  # [B,H,Q], [B,H,Q], [B,H,Q,K]
-            s = _scores(q_blk, kb, q_seg, scale, precision)
+            s = _scores(q_blk, kb, q_seg, divisor, precision, biased)
             m_new = jnp.maximum(m_i, jnp.max(s, axis=-1))
             p = jnp.exp(s - m_new[..., None])
             corr = jnp.exp(m_i - m_new)
@@ -114,7 +152,7 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
         init = (jnp.full((batch, heads, q_block), -jnp.inf, jnp.float32),
                 jnp.zeros((batch, heads, q_block), jnp.float32),
                 jnp.zeros((batch, heads, q_block, dim), jnp.float32))
-        (m_i, l_i, acc), _ = jax.lax.scan(step, init, kbs)
+        (m_i, l_i, acc), _ = jax.lax.scan(_per_key_block(step), init, kbs)
         return acc / l_i[..., None], m_i, l_i  # [B,H,Q,K], [B,H,Q] ×2
 
     out_blocks, m_blocks, l_blocks = jax.lax.map(one_query_block, qbs)
@@ -126,6 +164,7 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
 
 def _fwd(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
     out, stats = _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block)
+    out, stats = checkpoint_name((out, stats), SAVE_NAME)
     return out, (q, k, v, key_mask, segment_ids, out, stats)
 
 
@@ -133,35 +172,44 @@ def _bwd(k_block, precision, q_block, res, d_out):
     q, k, v, key_mask, segment_ids, out, (m_blocks, l_blocks) = res
     batch, length, heads, dim = q.shape
     k_block, q_block = _sizes(length, k_block, q_block)
-    scale = jnp.float32(math.sqrt(dim))
+    q_scaled, divisor = _split_scale(q, dim)
     kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
-    qbs = _query_blocks(q, segment_ids, q_block)
+    qbs = _query_blocks(q_scaled, segment_ids, q_block)
     qbs["do"] = _blocks(_heads_first(d_out.astype(jnp.float32)), q_block, 2)
     qbs["o"] = _blocks(_heads_first(out.astype(jnp.float32)), q_block, 2)
     qbs["m"], qbs["l"] = m_blocks, l_blocks
     n_k = kbs["k"].shape[0]
 
-    def one_query_block(dkv, qb):
+    # dK and dV are formed transposed, [B, H, K, C] per key block (dVᵀ = dOᵀ·P, dKᵀ = Q'ᵀ·dS): a product
+    # that contracts the query axis of a [Q, C] tile runs at half speed on XLA:CPU when it has to write
+    # [C, K] (it transposes the tile first), at full speed when it writes [K, C].
+    def one_query_block(dkv_t, qb):
         q_blk, q_seg, do, m_i, l_i = qb["q"], qb.get("seg"), qb["do"], qb["m"], qb["l"]
+        q_f32 = q_blk.astype(jnp.float32)
         delta = jnp.sum(do * qb["o"], axis=-1)  # rowsum(dO ∘ O) [B,H,Q]
 
-        def step(dq, kb):
-            s = _scores(q_blk, kb, q_seg, scale, precision)
+        def step(dq, kb, biased):
+            s = _scores(q_blk, kb, q_seg, divisor, precision, biased)
             p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,Q,C] probabilities
-            dv_j = jnp.einsum("bhqc,bhqk->bhck", p, do, precision=precision)
+            dv_t = jnp.einsum("bhqk,bhqc->bhkc", do, p, precision=precision)
             dp = jnp.einsum("bhqk,bhck->bhqc", do, kb["v"].astype(jnp.float32), precision=precision)
-            ds = p * (dp - delta[..., None]) / scale
+            ds = p * (dp - delta[..., None])  # gradient of the scores as the tile forms them
+            if divisor is not None:
+                ds = ds / divisor
             dq = dq + jnp.einsum("bhqc,bhck->bhqk", ds, kb["k"].astype(jnp.float32), precision=precision)
-            dk_j = jnp.einsum("bhqc,bhqk->bhck", ds, q_blk.astype(jnp.float32), precision=precision)
-            return dq, (dk_j, dv_j)
+            dk_t = jnp.einsum("bhqk,bhqc->bhkc", q_f32, ds, precision=precision)
+            return dq, (dk_t, dv_t)
 
-        dq, (dk_blocks, dv_blocks) = jax.lax.scan(step, jnp.zeros(q_blk.shape, jnp.float32), kbs)
-        dk, dv = dkv
-        return (dk + dk_blocks, dv + dv_blocks), dq
+        dq, (dk_t_blocks, dv_t_blocks) = jax.lax.scan(_per_key_block(step), jnp.zeros(q_blk.shape, jnp.float32), kbs)
+        dk_t, dv_t = dkv_t
+        return (dk_t + dk_t_blocks, dv_t + dv_t_blocks), dq
 
-    zeros = jnp.zeros((n_k, batch, heads, k_block, dim), jnp.float32)
-    (dk_blocks, dv_blocks), dq_blocks = jax.lax.scan(one_query_block, (zeros, zeros), qbs)
-    dq, dk, dv = (_unblock_heads(x, length) for x in (dq_blocks, dk_blocks, dv_blocks))
+    zeros = jnp.zeros((n_k, batch, heads, dim, k_block), jnp.float32)
+    (dk_t_blocks, dv_t_blocks), dq_blocks = jax.lax.scan(one_query_block, (zeros, zeros), qbs)
+    dq = _unblock_heads(dq_blocks, length)
+    if divisor is None:  # the scores took q·(1/√d): chain rule through the folded scale
+        dq = dq * jnp.float32(1.0 / math.sqrt(dim))
+    dk, dv = (_unblock_heads_transposed(x, length) for x in (dk_t_blocks, dv_t_blocks))
     seg_ct = None if segment_ids is None else _zero_cotangent(segment_ids)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), _zero_cotangent(key_mask), seg_ct
 

@@ -401,7 +401,8 @@ class Trainer:
         """Train to the end of the plan (``stop_after`` simulates a kill after that many steps)."""
         cfg = self.config
         model = self.encoder.model
-        model.mlm.with_compute(dtype=cfg.compute_dtype, remat=cfg.remat, attention=cfg.attention)
+        model.mlm.with_compute(dtype=cfg.compute_dtype, remat=cfg.remat,
+                               remat_keeps_attention=cfg.remat_keeps_attention, attention=cfg.attention)
         graphdef, params = nnx.split(model, nnx.Param)
         optimizer = self._optimizer()
         train_step = make_train_step(graphdef, optimizer, self.settings)

@@ -29,10 +29,12 @@ def _mask_and_segments(b, length):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("length,block", [(37, 8), (300, 64), (64, 64)])
-def test_values_and_gradients_match_plain(packed, length, block):
+@pytest.mark.parametrize("length,block,head_dim", [(37, 8, 16), (300, 64, 16), (64, 64, 16), (300, 64, 12)])
+def test_values_and_gradients_match_plain(packed, length, block, head_dim):
+    """Unpacked, the padded last row leaves key blocks of both kinds: all keys allowed (no bias added) and
+    some disallowed. Head size 16: 1/√d folded into q (exact); 12: the scores are divided, as in "xla"."""
     rng = np.random.default_rng(length)
-    q, k, v = _qkv(rng, 2, length, 2, 16)
+    q, k, v = _qkv(rng, 2, length, 2, head_dim)
     mask, seg = _mask_and_segments(2, length)
     seg = seg if packed else None
     cot = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)

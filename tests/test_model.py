@@ -148,6 +148,39 @@ def test_remat_same_values_and_gradients(tiny):
                                    atol=TINY_TOL * float(np.max(np.abs(g_plain))))
 
 
+def test_remat_keeping_attention_gives_same_gradients_without_recomputing_it():
+    """``remat_keeps_attention``: the blockwise attention's output and statistics are saved per layer, so the
+    backward pass recomputes each layer without re-running its attention forward loop (fewer exponentials
+    in the differentiated program), and the gradients are those of the plain (no-remat) step."""
+    from flax import nnx
+    from jsplade.config import v3_gte_config
+    from jsplade.model import GteForMaskedLM
+
+    cfg = v3_gte_config(vocab_size=512, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                        num_hidden_layers=3)
+    rng = np.random.default_rng(5)
+    ids = jnp.asarray(rng.integers(5, 512, (2, 300)), jnp.int32)
+    mask = np.ones((2, 300), np.int32)
+    mask[1, 210:] = 0
+    cot = jnp.asarray(rng.standard_normal((2, 300, 64)), jnp.float32)  # (Σ h² is flat after a LayerNorm)
+    grads, exp_count = {}, {}
+    for name, opts in {"plain": dict(remat=False), "keep": dict(remat=True, remat_keeps_attention=True),
+                       "full": dict(remat=True, remat_keeps_attention=False)}.items():
+        model = GteForMaskedLM(cfg, compute=ComputeOptions(attention="blockwise", **opts), rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model, nnx.Param)
+
+        def loss(p, graphdef=graphdef):
+            return jnp.sum(nnx.merge(graphdef, p).encode(ids, mask) * cot)
+
+        exp_count[name] = str(jax.make_jaxpr(jax.grad(loss))(params)).count(" exp ")
+        grads[name] = jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+    assert exp_count["keep"] < exp_count["full"], exp_count
+    for name in ("keep", "full"):
+        for g, g_plain in zip(grads[name], grads["plain"]):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(g_plain), rtol=TINY_TOL,
+                                       atol=TINY_TOL * float(np.max(np.abs(g_plain))))
+
+
 def test_remat_bounds_activation_memory():
     """Regression guard: XLA:CPU ignored unrolled ``jax.checkpoint`` layers (identical temporary memory with
     and without remat; an 8192-token v3-gte step needed 16 GB). With remat the compiled training step's
