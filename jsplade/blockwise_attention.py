@@ -109,8 +109,13 @@ def _query_blocks(q, segment_ids, q_block):
     return xs
 
 
+def _product(spec, a, b, precision):
+    """A tile product: operands in their (compute) dtype, float32 accumulation and result."""
+    return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
+
+
 def _scores(q_blk, kb, q_seg, divisor, precision, biased):
-    s = jnp.einsum("bhqk,bhck->bhqc", q_blk, kb["k"], precision=precision, preferred_element_type=jnp.float32)
+    s = _product("bhqk,bhck->bhqc", q_blk, kb["k"], precision)
     if divisor is not None:
         s = s / divisor
     return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"]) if biased else s
@@ -144,9 +149,11 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
             m_new = jnp.maximum(m_i, jnp.max(s, axis=-1))
             p = jnp.exp(s - m_new[..., None])
             corr = jnp.exp(m_i - m_new)
-            l_new = l_i * corr + jnp.sum(p, axis=-1)
-            pv = jnp.einsum("bhqc,bhck->bhqk", p.astype(v.dtype), kb["v"], precision=precision,
-                            preferred_element_type=jnp.float32)
+            p_v = p.astype(v.dtype)
+            # Low precision: the normaliser sums the rounded weights the product uses (one pass writing
+            # bfloat16 instead of a float32 tile plus a rounding pass).
+            l_new = l_i * corr + jnp.sum(p if p_v.dtype == p.dtype else p_v.astype(jnp.float32), axis=-1)
+            pv = _product("bhqc,bhck->bhqk", p_v, kb["v"], precision)
             return (m_new, l_new, acc * corr[..., None] + pv), None
 
         init = (jnp.full((batch, heads, q_block), -jnp.inf, jnp.float32),
@@ -182,25 +189,34 @@ def _bwd(k_block, precision, q_block, res, d_out):
 
     # dK and dV are formed transposed, [B, H, K, C] per key block (dVᵀ = dOᵀ·P, dKᵀ = Q'ᵀ·dS): a product
     # that contracts the query axis of a [Q, C] tile runs at half speed on XLA:CPU when it has to write
-    # [C, K] (it transposes the tile first), at full speed when it writes [K, C].
+    # [C, K] (it transposes the tile first), at full speed when it writes [K, C]. Every tile product takes
+    # its operands in the compute dtype and accumulates in float32 (bfloat16: P and dS rounded once).
+    compute = q.dtype
+
     def one_query_block(dkv_t, qb):
         q_blk, q_seg, do, m_i, l_i = qb["q"], qb.get("seg"), qb["do"], qb["m"], qb["l"]
-        q_f32 = q_blk.astype(jnp.float32)
+        do_c = do.astype(compute)
+        # Head-dim-major copies of the query block's small operands ([B, H, K, Q]): dVᵀ and dKᵀ then are
+        # plain [K, Q]·[Q, C] products, which XLA:CPU runs on its fast kernels in bfloat16 too (contracting
+        # the tiles' query axis directly made it convert both operands to float32 first).
+        do_t, q_t = jnp.swapaxes(do_c, -1, -2), jnp.swapaxes(q_blk, -1, -2)
         delta = jnp.sum(do * qb["o"], axis=-1)  # rowsum(dO ∘ O) [B,H,Q]
 
         def step(dq, kb, biased):
             s = _scores(q_blk, kb, q_seg, divisor, precision, biased)
             p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,Q,C] probabilities
-            dv_t = jnp.einsum("bhqk,bhqc->bhkc", do, p, precision=precision)
-            dp = jnp.einsum("bhqk,bhck->bhqc", do, kb["v"].astype(jnp.float32), precision=precision)
+            dv_t = _product("bhkq,bhqc->bhkc", do_t, p.astype(compute), precision)
+            dp = _product("bhqk,bhck->bhqc", do_c, kb["v"].astype(compute), precision)
             ds = p * (dp - delta[..., None])  # gradient of the scores as the tile forms them
             if divisor is not None:
                 ds = ds / divisor
-            dq = dq + jnp.einsum("bhqc,bhck->bhqk", ds, kb["k"].astype(jnp.float32), precision=precision)
-            dk_t = jnp.einsum("bhqk,bhqc->bhkc", q_f32, ds, precision=precision)
+            ds_c = ds.astype(compute)
+            dq = dq + _product("bhqc,bhck->bhqk", ds_c, kb["k"].astype(compute), precision)
+            dk_t = _product("bhkq,bhqc->bhkc", q_t, ds_c, precision)
             return dq, (dk_t, dv_t)
 
-        dq, (dk_t_blocks, dv_t_blocks) = jax.lax.scan(_per_key_block(step), jnp.zeros(q_blk.shape, jnp.float32), kbs)
+        dq_init = jnp.zeros(q_blk.shape, jnp.float32)
+        dq, (dk_t_blocks, dv_t_blocks) = jax.lax.scan(_per_key_block(step), dq_init, kbs)
         dk_t, dv_t = dkv_t
         return (dk_t + dk_t_blocks, dv_t + dv_t_blocks), dq
 

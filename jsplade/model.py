@@ -305,7 +305,8 @@ class GteForMaskedLM(nnx.Module):
         layer_keys = [None if dropout_key is None else jax.random.fold_in(dropout_key, i + 1)
                       for i in range(len(self.layers))]
         if opts.remat:
-            return _remat_layers(list(self.layers), x_BxLxD, run_layer, layer_keys, opts.remat_keeps_attention)
+            return _remat_layers(list(self.layers), x_BxLxD, run_layer, layer_keys,
+                                 opts.remat_keeps_attention)
         for layer, layer_key in zip(self.layers, layer_keys):
             x_BxLxD = run_layer(layer, x_BxLxD, layer_key)
         return x_BxLxD
