@@ -9,6 +9,11 @@ segment when packing) get + finfo(float32).min — a row with no allowed key ave
 reference does — and the block-padding tail beyond L gets −inf (it is not a key at all).
 
 Shapes: q/k/v [B, L, H, K]; key_mask [B, L]; segment_ids [B, L] or None. Output [B, L, H, K].
+
+The forward's output and its (m, l) statistics carry the checkpoint name ``SAVE_NAME``: a rematerialised
+layer that saves them (``jsplade.model``, ``ComputeOptions.remat_keeps_attention``) runs the backward
+without redoing the attention forward. Tile products take bfloat16 operands where the inputs are bfloat16
+and accumulate in float32.
 """
 
 from __future__ import annotations

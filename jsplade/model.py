@@ -61,7 +61,7 @@ class ComputeOptions:
     remat_keeps_attention: with ``remat``, also keep each layer's blockwise-attention output and softmax
                 statistics (one [B, L, D] tensor and two [B, H, L] ones per layer, in the compute dtype /
                 float32), so the backward pass recomputes the layer without its attention, the costliest
-                part of a long document's forward (8192 tokens, 2-core CPU: 1.3 s of a layer's 2 s).
+                part of a long document's forward (8192 tokens, 2-core CPU: about 1.3 s of a layer's 2.2 s).
                 Applies where the blockwise implementation runs; False: keep only each layer's input.
     precision:  float32 matmul precision: "highest" (exact float32, default; no TF32 on GPUs) or "default".
     head:       "fused" (default): the tiled SPLADE head of ``jsplade.fused_head`` — the [B, L, V] logits

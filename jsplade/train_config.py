@@ -56,7 +56,7 @@ class TrainConfig:
     mesh: str | None = None                    # None: one device; "auto" or "data=2,fsdp=2,tensor=2" (jsplade.sharding)
     compute_dtype: str = "float32"             # "float32" | "bfloat16" (float32 master weights)
     remat: bool = False
-    remat_keeps_attention: bool = True        # with remat: keep blockwise-attention outputs (ComputeOptions)
+    remat_keeps_attention: bool = True         # with remat: keep blockwise-attention outputs (ComputeOptions)
     attention: str = "auto"
     dropout: bool = True                       # dropout at the config's rates during training
     max_query_length: int | None = None        # default: the query tokenizer's model_max_length
