@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from jsplade.attention import float32_product
+
 _NEG = float(jnp.finfo(jnp.float32).min)
 SAVE_NAME = "blockwise_attention"
 
@@ -114,13 +116,8 @@ def _query_blocks(q, segment_ids, q_block):
     return xs
 
 
-def _product(spec, a, b, precision):
-    """A tile product: operands in their (compute) dtype, float32 accumulation and result."""
-    return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
-
-
 def _scores(q_blk, kb, q_seg, divisor, precision, biased):
-    s = _product("bhqk,bhck->bhqc", q_blk, kb["k"], precision)
+    s = float32_product("bhqk,bhck->bhqc", q_blk, kb["k"], precision)
     if divisor is not None:
         s = s / divisor
     return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"]) if biased else s
@@ -158,7 +155,7 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
             # Low precision: the normaliser sums the rounded weights the product uses (one pass writing
             # bfloat16 instead of a float32 tile plus a rounding pass).
             l_new = l_i * corr + jnp.sum(p if p_v.dtype == p.dtype else p_v.astype(jnp.float32), axis=-1)
-            pv = _product("bhqc,bhck->bhqk", p_v, kb["v"], precision)
+            pv = float32_product("bhqc,bhck->bhqk", p_v, kb["v"], precision)
             return (m_new, l_new, acc * corr[..., None] + pv), None
 
         init = (jnp.full((batch, heads, q_block), -jnp.inf, jnp.float32),
@@ -210,14 +207,14 @@ def _bwd(k_block, precision, q_block, res, d_out):
         def step(dq, kb, biased):
             s = _scores(q_blk, kb, q_seg, divisor, precision, biased)
             p = jnp.exp(s - m_i[..., None]) / l_i[..., None]  # [B,H,Q,C] probabilities
-            dv_t = _product("bhkq,bhqc->bhkc", do_t, p.astype(compute), precision)
-            dp = _product("bhqk,bhck->bhqc", do_c, kb["v"].astype(compute), precision)
+            dv_t = float32_product("bhkq,bhqc->bhkc", do_t, p.astype(compute), precision)
+            dp = float32_product("bhqk,bhck->bhqc", do_c, kb["v"].astype(compute), precision)
             ds = p * (dp - delta[..., None])  # gradient of the scores as the tile forms them
             if divisor is not None:
                 ds = ds / divisor
             ds_c = ds.astype(compute)
-            dq = dq + _product("bhqc,bhck->bhqk", ds_c, kb["k"].astype(compute), precision)
-            dk_t = _product("bhkq,bhqc->bhkc", q_t, ds_c, precision)
+            dq = dq + float32_product("bhqc,bhck->bhqk", ds_c, kb["k"].astype(compute), precision)
+            dk_t = float32_product("bhkq,bhqc->bhkc", q_t, ds_c, precision)
             return dq, (dk_t, dv_t)
 
         dq_init = jnp.zeros(q_blk.shape, jnp.float32)
