@@ -56,12 +56,6 @@ def _unblock_heads(x, length):
     return jnp.transpose(x, (1, 0, 3, 2, 4)).reshape(b, n * c, h, k)[:, :length]
 
 
-def _unblock_heads_transposed(x, length):
-    """Blocks [n, B, H, K, C] (each block's rows along the last axis) → [B, L, H, K]."""
-    n, b, h, k, c = x.shape
-    return jnp.transpose(x, (1, 0, 4, 2, 3)).reshape(b, n * c, h, k)[:, :length]
-
-
 def _split_scale(q, dim):
     """(q·f, c) with scores = ⟨q·f, k⟩ / c equal to ⟨q, k⟩ / √d.
 
@@ -123,6 +117,17 @@ def _scores(q_blk, kb, q_seg, divisor, precision, biased):
     return s + _bias(kb["mask"], q_seg, kb.get("seg"), kb["exists"]) if biased else s
 
 
+def _tiles(q, k, v, key_mask, segment_ids, k_block, q_block):
+    """What forward and backward both scan: key blocks, query blocks (of the scaled q), the score divisor.
+
+    Blocks are [n, B, H, block, K] (``_blocks``); their sizes are read back from these shapes."""
+    length, dim = q.shape[1], q.shape[3]
+    k_block, q_block = _sizes(length, k_block, q_block)
+    q_scaled, divisor = _split_scale(q, dim)
+    return (_key_blocks(k, v, key_mask, segment_ids, k_block, length),
+            _query_blocks(q_scaled, segment_ids, q_block), divisor)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def blockwise_attention(q, k, v, key_mask, segment_ids, block_size=512, precision=None, q_block=None):
     out, _ = _forward(q, k, v, key_mask, segment_ids, block_size, precision, q_block)
@@ -136,11 +141,8 @@ def _sizes(length, k_block, q_block):
 
 
 def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
-    batch, length, heads, dim = q.shape
-    k_block, q_block = _sizes(length, k_block, q_block)
-    q_scaled, divisor = _split_scale(q, dim)
-    kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
-    qbs = _query_blocks(q_scaled, segment_ids, q_block)
+    length = q.shape[1]
+    kbs, qbs, divisor = _tiles(q, k, v, key_mask, segment_ids, k_block, q_block)
 
     def one_query_block(qb):
         q_blk, q_seg = qb["q"], qb.get("seg")
@@ -154,13 +156,13 @@ def _forward(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
             p_v = p.astype(v.dtype)
             # Low precision: the normaliser sums the rounded weights the product uses (one pass writing
             # bfloat16 instead of a float32 tile plus a rounding pass).
-            l_new = l_i * corr + jnp.sum(p if p_v.dtype == p.dtype else p_v.astype(jnp.float32), axis=-1)
+            l_new = l_i * corr + jnp.sum(p_v.astype(jnp.float32), axis=-1)
             pv = float32_product("bhqc,bhck->bhqk", p_v, kb["v"], precision)
             return (m_new, l_new, acc * corr[..., None] + pv), None
 
-        init = (jnp.full((batch, heads, q_block), -jnp.inf, jnp.float32),
-                jnp.zeros((batch, heads, q_block), jnp.float32),
-                jnp.zeros((batch, heads, q_block, dim), jnp.float32))
+        rows = q_blk.shape[:3]  # [B, H, Q]
+        init = (jnp.full(rows, -jnp.inf, jnp.float32), jnp.zeros(rows, jnp.float32),
+                jnp.zeros(q_blk.shape, jnp.float32))
         (m_i, l_i, acc), _ = jax.lax.scan(_per_key_block(step), init, kbs)
         return acc / l_i[..., None], m_i, l_i  # [B,H,Q,K], [B,H,Q] ×2
 
@@ -179,15 +181,12 @@ def _fwd(q, k, v, key_mask, segment_ids, k_block, precision, q_block):
 
 def _bwd(k_block, precision, q_block, res, d_out):
     q, k, v, key_mask, segment_ids, out, (m_blocks, l_blocks) = res
-    batch, length, heads, dim = q.shape
-    k_block, q_block = _sizes(length, k_block, q_block)
-    q_scaled, divisor = _split_scale(q, dim)
-    kbs = _key_blocks(k, v, key_mask, segment_ids, k_block, length)
-    qbs = _query_blocks(q_scaled, segment_ids, q_block)
-    qbs["do"] = _blocks(_heads_first(d_out.astype(jnp.float32)), q_block, 2)
-    qbs["o"] = _blocks(_heads_first(out.astype(jnp.float32)), q_block, 2)
+    length, dim = q.shape[1], q.shape[3]
+    kbs, qbs, divisor = _tiles(q, k, v, key_mask, segment_ids, k_block, q_block)
+    rows = qbs["q"].shape[3]  # the (clamped) query block size
+    qbs["do"] = _blocks(_heads_first(d_out.astype(jnp.float32)), rows, 2)
+    qbs["o"] = _blocks(_heads_first(out.astype(jnp.float32)), rows, 2)
     qbs["m"], qbs["l"] = m_blocks, l_blocks
-    n_k = kbs["k"].shape[0]
 
     # dK and dV are formed transposed, [B, H, K, C] per key block (dVᵀ = dOᵀ·P, dKᵀ = Q'ᵀ·dS): a product
     # that contracts the query axis of a [Q, C] tile runs at half speed on XLA:CPU when it has to write
@@ -222,12 +221,12 @@ def _bwd(k_block, precision, q_block, res, d_out):
         dk_t, dv_t = dkv_t
         return (dk_t + dk_t_blocks, dv_t + dv_t_blocks), dq
 
-    zeros = jnp.zeros((n_k, batch, heads, dim, k_block), jnp.float32)
+    zeros = jnp.swapaxes(jnp.zeros(kbs["k"].shape, jnp.float32), -1, -2)  # [n, B, H, K, C]
     (dk_t_blocks, dv_t_blocks), dq_blocks = jax.lax.scan(one_query_block, (zeros, zeros), qbs)
     dq = _unblock_heads(dq_blocks, length)
     if divisor is None:  # the scores took q·(1/√d): chain rule through the folded scale
         dq = dq * jnp.float32(1.0 / math.sqrt(dim))
-    dk, dv = (_unblock_heads_transposed(x, length) for x in (dk_t_blocks, dv_t_blocks))
+    dk, dv = (_unblock_heads(jnp.swapaxes(x, -1, -2), length) for x in (dk_t_blocks, dv_t_blocks))
     seg_ct = None if segment_ids is None else _zero_cotangent(segment_ids)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), _zero_cotangent(key_mask), seg_ct
 
