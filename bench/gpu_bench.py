@@ -37,12 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
-from bench_data import limit_documents, long_text  # noqa: E402
+from bench_data import limit_documents, long_text, model_flops_per_token  # noqa: E402
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "cpu": 1.0}
-
-
-def model_flops_per_token(length: int, layers: int = 12, d: int = 768, inter: int = 3072, vocab: int = 30522) -> float:
-    return layers * (8 * d * d + 6 * d * inter) + 4 * layers * length * d + 2 * d * d + 2 * d * vocab
 
 
 def detect_card() -> str:

@@ -10,7 +10,8 @@ Figures (each measurement runs in its own process, so peak memory is that of the
   (b) one training step, 16 (query, document) pairs at 256 tokens: seconds/step
   (c) encoding one 8192-token document: seconds and peak memory above the loaded model
   (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
-  (g) context: one float32 GEMM of encoder size, XLA:CPU against torch
+  (g) context: the model's float32 products one at a time, XLA:CPU against torch; with (a), the rate
+      (a)'s 1.5× target would need ("a_float32_ceiling")
 Both sides run float32; both are also measured in bfloat16 for (a) and (c).
 Peak memory = the kernel's high-water mark of the resident set (VmHWM, reset when the measurement starts)
 minus the RSS at that moment (the loaded model and framework are excluded).
@@ -30,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from bench_data import limit_documents, long_text  # noqa: E402
+from bench_data import limit_documents, long_text, model_flops_per_token  # noqa: E402
 MODEL_DIR = REPO / "runs" / "bench" / "model"
 # XLA:CPU's default scheduler runs independent operations side by side and keeps their buffers alive
 # together: an 8192-token encode needs 836 MB of temporaries with it, 224 MB without, at the same speed.
@@ -109,7 +110,9 @@ def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
         with PeakMemory() as mem:
             enc.encode_document(docs, batch_size=32)
         dt = time.perf_counter() - t
-        return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
+        lengths = [len(ids) for ids in enc.document_tokenizer.encode_documents(docs, enc.max_seq_length)[0]]
+        return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20,
+                "tokens": sum(lengths), "model_tflop": sum(n * model_flops_per_token(n) for n in lengths) / 1e12}
     if task == "c":
         text = long_text(12000)
         loaded = _rss()
@@ -219,31 +222,61 @@ def worker_st(task: str, batch: int, dtype: str) -> dict:
             "peak_mb": max(_hwm(), mem.peak) / 2**20 - loaded / 2**20, "batch": batch}
 
 
+# The model's float32 products at (a)'s usual batch (32 documents padded to 176 tokens): name → (in, out,
+# how many per token in the 12-layer model: the attention-output shape also serves the MLM head's transform).
+GEMM_TOKENS = 32 * 176
+GEMM_SHAPES = {"qkv": (768, 2304, 12), "attention out / head transform": (768, 768, 13),
+               "GLU up/gate": (768, 6144, 12), "down": (3072, 768, 12), "vocabulary": (768, 30522, 1)}
+
+
 def worker_gemm() -> dict:
-    """Context for the figures: one float32 GEMM of encoder size, XLA:CPU against torch on this machine."""
+    """(g): the model's float32 products, one at a time, XLA:CPU against torch (oneDNN) on this machine,
+    best of five; and each side's rate over all of them weighted by the model's use (the speed the model's
+    arithmetic would run at if nothing else took time)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
 
-    m, k, n = 6144, 768, 3072
-    a = np.random.default_rng(0).random((m, k), dtype=np.float32)
-    b = np.random.default_rng(1).random((k, n), dtype=np.float32)
-    out = {}
-    f = jax.jit(lambda x, y: x @ y)
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
-    f(ja, jb).block_until_ready()
-    t = time.perf_counter()
-    for _ in range(20):
-        f(ja, jb).block_until_ready()
-    out["xla_gflops"] = 2 * m * k * n / ((time.perf_counter() - t) / 20) / 1e9
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    ta @ tb
-    t = time.perf_counter()
-    for _ in range(20):
-        ta @ tb
-    out["torch_gflops"] = 2 * m * k * n / ((time.perf_counter() - t) / 20) / 1e9
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    rng = np.random.default_rng(0)
+    out: dict = {"tokens": GEMM_TOKENS, "shapes": {}}
+    matmul = jax.jit(lambda x, w: jnp.dot(x, w, precision="highest"))
+    for name, (d_in, d_out, _) in GEMM_SHAPES.items():
+        x = rng.standard_normal((GEMM_TOKENS, d_in), dtype=np.float32)
+        w = rng.standard_normal((d_in, d_out), dtype=np.float32)
+        flop = 2 * GEMM_TOKENS * d_in * d_out
+        jx, jw = jnp.asarray(x), jnp.asarray(w)
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        out["shapes"][name] = {"xla_gflops": flop / best(lambda: matmul(jx, jw).block_until_ready()) / 1e9,
+                               "torch_gflops": flop / best(lambda: tx @ tw) / 1e9}
+    for side in ("xla", "torch"):
+        flop = sum(d_in * d_out * uses for d_in, d_out, uses in GEMM_SHAPES.values())
+        seconds = sum(d_in * d_out * uses / out["shapes"][name][f"{side}_gflops"]
+                      for name, (d_in, d_out, uses) in GEMM_SHAPES.items())
+        out[f"{side}_model_weighted_gflops"] = flop / seconds
     return out
+
+
+def a_ceiling(results: dict) -> dict | None:
+    """What (a)'s ≥ 1.5× target asks of this machine: the float32 rate at which jsplade would have to run
+    the model's arithmetic for the corpus (real tokens only, no padding) to take 1/1.5 of the reference's
+    time, against the fastest model-weighted product rate either library reaches here ((g))."""
+    a, g = results.get("a", {}), results.get("g", {})
+    js, st = a.get("jsplade", {}), a.get("st_float32", {})
+    if not all(k in d for d, k in ((js, "model_tflop"), (st, "seconds"), (g, "xla_model_weighted_gflops"))):
+        return None
+    needed = js["model_tflop"] * 1e3 / (st["seconds"] / 1.5)
+    best = max(g["xla_model_weighted_gflops"], g["torch_model_weighted_gflops"])
+    return {"needed_gflops": needed, "best_product_gflops": best, "needed_over_best": needed / best}
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -313,6 +346,9 @@ def main() -> int:
                 fitted = [r["batch"] for r in attempts if not r.get("failed")]
                 found[side] = {"largest_batch": max(fitted, default=0), "attempts": attempts}
             results["d"] = found
+        ceiling = a_ceiling(results)
+        if ceiling:
+            results["a_float32_ceiling"] = ceiling
         print(json.dumps({task: results.get(task)}, indent=1), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1))

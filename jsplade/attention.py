@@ -89,6 +89,19 @@ def float32_product(spec, a, b, precision):
     return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
 
 
+def split_scale(q, dim):
+    """(q·f, c) with scores = ⟨q·f, k⟩ / c equal to ⟨q, k⟩ / √d (c None: no division).
+
+    Where √d is a power of two (d = 64 in v3-gte), 1/√d is folded into q: exact in any float format,
+    and one multiply per query element instead of one divide per score. Otherwise the scores are
+    divided (c = √d, f = 1). Shared by the blockwise path.
+    """
+    root = math.sqrt(dim)
+    if root == 2.0 ** round(math.log2(root)):
+        return q * jnp.asarray(1.0 / root, q.dtype), None
+    return q, jnp.float32(root)
+
+
 def _probs(q_BxHxQxK, k_BxHxLxK, bias, softmax_dtype, precision):
     scale = _scale(q_BxHxQxK.shape[-1], softmax_dtype)
     scores_BxHxQxL = float32_product("bhqk,bhlk->bhql", q_BxHxQxK, k_BxHxLxK, precision)
@@ -103,8 +116,31 @@ def _probs(q_BxHxQxK, k_BxHxLxK, bias, softmax_dtype, precision):
 # per layer, 125 ms in this form).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _attend(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, dropout_key, dropout_rate, precision, softmax_dtype):
+    if dropout_key is None or dropout_rate <= 0.0:
+        return _attend_no_grad(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, precision, softmax_dtype)
     return _attend_fwd(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, dropout_key, dropout_rate, precision,
                        softmax_dtype)[0]
+
+
+def _attend_no_grad(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, precision, softmax_dtype):
+    """The same attention where nothing is differentiated (encoding): no probability matrix is formed.
+
+    The weights are left unnormalised, exp(s − max s), and the [Q, K] output is divided by their sum
+    (one divide per output element instead of one per score), with 1/√d folded into q where exact.
+    Equal to the normalised form up to float rounding; at 32 × 176 tokens on the 2-core CPU one layer's
+    attention takes 38 instead of 66 ms.
+    """
+    q_h, k_h, v_h = _heads_first(q_BxQxHxK), _heads_first(k_BxLxHxK), _heads_first(v_BxLxHxK)
+    q_h, divisor = split_scale(q_h, q_h.shape[-1])
+    scores_BxHxQxL = float32_product("bhqk,bhlk->bhql", q_h, k_h, precision).astype(softmax_dtype)
+    if divisor is not None:
+        scores_BxHxQxL = scores_BxHxQxL / divisor.astype(softmax_dtype)
+    scores_BxHxQxL = scores_BxHxQxL + bias.astype(softmax_dtype)
+    weights_BxHxQxL = jnp.exp(scores_BxHxQxL - jnp.max(scores_BxHxQxL, axis=-1, keepdims=True)).astype(v_h.dtype)
+    # Low precision: the normaliser sums the rounded weights the product uses.
+    total_BxHxQx1 = jnp.sum(weights_BxHxQxL.astype(softmax_dtype), axis=-1, keepdims=True)
+    out_BxHxQxK = float32_product("bhql,bhlk->bhqk", weights_BxHxQxL, v_h, precision) / total_BxHxQx1
+    return _heads_first(out_BxHxQxK.astype(v_h.dtype))
 
 
 def _attend_fwd(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, dropout_key, dropout_rate, precision, softmax_dtype):

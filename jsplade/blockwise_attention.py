@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from jsplade.attention import float32_product
+from jsplade.attention import float32_product, split_scale
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 SAVE_NAME = "blockwise_attention"
@@ -54,19 +54,6 @@ def _unblock_heads(x, length):
     """Blocks [n, B, H, C, K] → [B, L, H, K]."""
     n, b, h, c, k = x.shape
     return jnp.transpose(x, (1, 0, 3, 2, 4)).reshape(b, n * c, h, k)[:, :length]
-
-
-def _split_scale(q, dim):
-    """(q·f, c) with scores = ⟨q·f, k⟩ / c equal to ⟨q, k⟩ / √d.
-
-    Where √d is a power of two (d = 64 in v3-gte), 1/√d is folded into q: exact in any float format,
-    and one multiply per query element instead of one divide per score. Otherwise the scores are
-    divided (c = √d, f = 1), as in the plain path.
-    """
-    root = math.sqrt(dim)
-    if root == 2.0 ** round(math.log2(root)):
-        return q * jnp.asarray(1.0 / root, q.dtype), None
-    return q, jnp.float32(root)
 
 
 def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
@@ -123,7 +110,7 @@ def _tiles(q, k, v, key_mask, segment_ids, k_block, q_block):
     Blocks are [n, B, H, block, K] (``_blocks``); their sizes are read back from these shapes."""
     length, dim = q.shape[1], q.shape[3]
     k_block, q_block = _sizes(length, k_block, q_block)
-    q_scaled, divisor = _split_scale(q, dim)
+    q_scaled, divisor = split_scale(q, dim)
     return (_key_blocks(k, v, key_mask, segment_ids, k_block, length),
             _query_blocks(q_scaled, segment_ids, q_block), divisor)
 

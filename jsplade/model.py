@@ -410,10 +410,51 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
 
 def _mlp(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, glu_key):
     """GLU MLP without its output dropout: down(act(gate) · up) + bias."""
-    ug_BxLx2xI = dense(x_BxLxD, mlp.up_gate_kernel[...].astype(dtype), precision=prec)
-    glu_BxLxI = gated_unit(ug_BxLx2xI, glu_key, cfg.hidden_act, float(cfg.hidden_dropout_prob))
-    mlp_BxLxD = dense(glu_BxLxI, mlp.down_kernel[...].astype(dtype), precision=prec)
-    return mlp_BxLxD + mlp.down_bias[...].astype(dtype)
+    kernels = (mlp.up_gate_kernel[...].astype(dtype), mlp.down_kernel[...].astype(dtype),
+               mlp.down_bias[...].astype(dtype))
+    rate = float(cfg.hidden_dropout_prob)
+    if glu_key is None or rate <= 0.0:
+        return _glu_mlp(x_BxLxD, *kernels, cfg.hidden_act, prec)
+    return _glu_mlp_whole(x_BxLxD, *kernels, cfg.hidden_act, prec, glu_key, rate)
+
+
+def _glu_mlp_whole(x_BxLxD, up_gate_Dx2xI, down_IxD, down_bias_D, act: str, prec, glu_key=None, rate=0.0):
+    ug_BxLx2xI = dense(x_BxLxD, up_gate_Dx2xI, precision=prec)
+    glu_BxLxI = gated_unit(ug_BxLx2xI, glu_key, act, rate)
+    return dense(glu_BxLxI, down_IxD, precision=prec) + down_bias_D
+
+
+# Columns of the up/gate projection per block in the encoding path on CPUs (see ``_glu_mlp``).
+MLP_COLUMN_BLOCK = 768
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _glu_mlp(x_BxLxD, up_gate_Dx2xI, down_IxD, down_bias_D, act: str, prec):
+    """The dropout-free GLU MLP. Where nothing is differentiated (encoding) on a CPU, the up/gate
+    projection runs in blocks of ``MLP_COLUMN_BLOCK`` intermediate columns, each block's GLU applied to
+    it at once, and the down projection takes the joined result: XLA:CPU's float32 kernel runs the
+    [tokens, 768] · [768, 2·768] products faster than one [tokens, 768] · [768, 6144] product (one v3-gte
+    layer at 32 × 176 tokens on the 2-core CPU: 436 instead of 484 ms). Same values (each output column
+    is the same dot product). Differentiated, it is the whole-matrix form (the blocked form's backward
+    was slower) and its gradients."""
+    intermediate = up_gate_Dx2xI.shape[-1]
+    if jax.default_backend() != "cpu" or intermediate <= MLP_COLUMN_BLOCK:
+        return _glu_mlp_whole(x_BxLxD, up_gate_Dx2xI, down_IxD, down_bias_D, act, prec)
+    blocks = [gated_unit(dense(x_BxLxD, up_gate_Dx2xI[:, :, i:i + MLP_COLUMN_BLOCK], precision=prec), None, act, 0.0)
+              for i in range(0, intermediate, MLP_COLUMN_BLOCK)]
+    return dense(jnp.concatenate(blocks, axis=-1), down_IxD, precision=prec) + down_bias_D
+
+
+def _glu_mlp_fwd(x_BxLxD, up_gate_Dx2xI, down_IxD, down_bias_D, act, prec):
+    return jax.vjp(functools.partial(_glu_mlp_whole, act=act, prec=prec), x_BxLxD, up_gate_Dx2xI, down_IxD,
+                   down_bias_D)
+
+
+def _glu_mlp_bwd(act, prec, pullback, g_BxLxD):
+    return pullback(g_BxLxD)
+
+
+_glu_mlp.defvjp(_glu_mlp_fwd, _glu_mlp_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -90,3 +90,19 @@ def test_chunked_inference_path_equals_the_full_path():
     for segments in (None, seg):
         full = attention(q, k, v, mask, segment_ids_BxL=segments, impl="xla")
         assert max_rel(attention(q, k, v, mask, segment_ids_BxL=segments, impl="chunked", chunk_size=16), full) < 1e-6
+
+
+@pytest.mark.parametrize("head_dim", [64, 12])  # 1/√d folded into q (exact), and divided out
+def test_encoding_path_without_a_probability_matrix_equals_the_formula(head_dim):
+    # Nothing differentiated: the weights stay unnormalised and the output is divided by their sum.
+    q, k, v, _, mask, _ = _inputs(13, length=30, d=head_dim)
+    mask = mask.at[0].set(0)  # a row with no allowed key: a uniform average of every value, as the reference
+    out = jax.jit(lambda q, k, v: attention(q, k, v, mask, impl="xla", precision="highest"))(q, k, v)
+    assert max_rel(out, _reference(q, k, v, mask, None)) < 1e-6
+    np.testing.assert_allclose(out[0], jnp.broadcast_to(jnp.mean(v[0], axis=0), v[0].shape), rtol=1e-5, atol=1e-6)
+    # The differentiated forward (normalised probabilities, kept for the backward) gives the same values.
+    out_fwd, _ = jax.vjp(lambda q: attention(q, k, v, mask, impl="xla", precision="highest"), q)
+    assert max_rel(out_fwd, out) < 1e-6
+    out16 = attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), mask, impl="xla")
+    assert out16.dtype == jnp.bfloat16
+    assert max_rel(out16, out) < 1e-2

@@ -286,6 +286,37 @@ def test_mlp_in_token_blocks_equals_the_whole_mlp(tiny):
         model.with_compute(mlp_chunk=1024)
 
 
+def test_encoding_mlp_in_column_blocks_equals_the_whole_mlp(tiny, monkeypatch):
+    """Encoding on CPUs runs the up/gate projection in blocks of intermediate columns (``MLP_COLUMN_BLOCK``,
+    shrunk here so that tiny configs take that path, with a ragged last block): same hidden states as the
+    whole MLP; differentiated, the whole form's gradients."""
+    import jsplade.model as model_module
+
+    case, model, hidden_whole, _ = tiny
+    intermediate = model.layers[0].mlp.down_kernel.shape[0]
+    block = max(1, intermediate // 3 - 1)
+    monkeypatch.setattr(model_module, "MLP_COLUMN_BLOCK", block)
+    hidden_blocks, _ = _forward(model, case.inputs)
+    np.testing.assert_allclose(hidden_blocks, hidden_whole, rtol=1e-6, atol=1e-6)
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 5, 8)), jnp.float32)
+    up_gate = jnp.asarray(rng.standard_normal((8, 2, 20)), jnp.float32)
+    down, bias = jnp.asarray(rng.standard_normal((20, 8)), jnp.float32), jnp.asarray(rng.standard_normal(8), jnp.float32)
+    monkeypatch.setattr(model_module, "MLP_COLUMN_BLOCK", 6)  # 6 + 6 + 6 + 2 columns
+    args = (x, up_gate, down, bias)
+    blocked = lambda *a: model_module._glu_mlp(*a, "gelu", "highest")
+    whole = lambda *a: model_module._glu_mlp_whole(*a, "gelu", "highest")
+    n_dots = lambda f: str(jax.make_jaxpr(f)(*args)).count("dot_general")
+    assert n_dots(blocked) == n_dots(whole) + 3  # four up/gate blocks instead of one product
+    assert max_rel(jax.jit(blocked)(*args), whole(*args)) < 1e-6
+    cot = jnp.asarray(rng.standard_normal((2, 5, 8)), jnp.float32)
+    g_blocked = jax.grad(lambda *a: jnp.sum(blocked(*a) * cot), argnums=(0, 1, 2, 3))(*args)
+    g_whole = jax.grad(lambda *a: jnp.sum(whole(*a) * cot), argnums=(0, 1, 2, 3))(*args)
+    for a, b in zip(g_blocked, g_whole):
+        assert max_rel(a, b) < 1e-6
+
+
 def test_cpu_scheduler_flag_bounds_long_document_memory():
     """README's advice for long documents on CPUs: XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false.
     XLA's temporaries for one 8192-token v3-gte document (12 layers, fused head; compiled from abstract
