@@ -230,9 +230,9 @@ GEMM_SHAPES = {"qkv": (768, 2304, 12), "attention out / head transform": (768, 7
 
 
 def worker_gemm() -> dict:
-    """(g): the model's float32 products, one at a time, XLA:CPU against torch (oneDNN) on this machine,
-    best of five; and each side's rate over all of them weighted by the model's use (the speed the model's
-    arithmetic would run at if nothing else took time)."""
+    """(g): the model's float32 projections (attention's own products aside), one at a time, XLA:CPU against
+    torch (oneDNN) on this machine, best of five; and each side's rate over all of them weighted by the
+    model's use (the speed the model's arithmetic would run at if nothing else took time)."""
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -36,3 +36,21 @@ def test_gpu_bench_cpu_smoke(tmp_path):
     assert max(checks["attention_blockwise_vs_xla"]["grad_rel"]) < 1e-5
     assert checks["fused_head_vs_plain_float32"]["value_rel"] < 1e-6
     assert max(checks["fused_head_vs_plain_float32"]["grad_rel"]) < 1e-5
+
+
+def test_a_ceiling_is_the_rate_that_a_1_5x_ratio_needs():
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_benchmarks
+    from bench_data import model_flops_per_token
+
+    # Hand count for a 1-layer toy: QKV 2·d·3d + out 2·d·d + up/gate 2·d·2i + down 2·i·d, attention 4·L·d, head
+    # transform 2·d·d and vocabulary 2·d·V.
+    d, i, v, length = 4, 6, 10, 3
+    assert model_flops_per_token(length, layers=1, d=d, inter=i, vocab=v) == (
+        2 * d * 3 * d + 2 * d * d + 2 * d * 2 * i + 2 * i * d + 4 * length * d + 2 * d * d + 2 * d * v)
+    results = {"a": {"jsplade": {"model_tflop": 90.0}, "st_float32": {"seconds": 450.0}},
+               "g": {"xla_model_weighted_gflops": 250.0, "torch_model_weighted_gflops": 300.0}}
+    ceiling = run_benchmarks.a_ceiling(results)
+    assert ceiling["needed_gflops"] == 300.0  # 90 TFLOP in 450 s / 1.5
+    assert (ceiling["best_product_gflops"], ceiling["needed_over_best"]) == (300.0, 1.0)
+    assert run_benchmarks.a_ceiling({"a": {"jsplade": {"failed": True}}, "g": results["g"]}) is None
