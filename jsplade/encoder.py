@@ -8,8 +8,8 @@
 
 Queries never touch the model: token ids (no special tokens) → static weights. Documents go through
 the GTE MLM and SPLADE pooling. Documents are sorted by token length, batched under a token budget,
-padded to a small fixed ladder of lengths (so a corpus compiles a handful of programs) and returned
-in input order.
+padded to a fixed ladder of lengths (``jsplade.batching.ENCODE_LENGTH_LADDER``: a corpus compiles a
+handful of programs) and returned in input order.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from flax import nnx
 
-from jsplade.batching import padded_length, pow2_at_least
+from jsplade.batching import ENCODE_LENGTH_LADDER, padded_length, pow2_at_least
 from jsplade.hf_checkpoint import load_mlm
 from jsplade.model import ComputeOptions
 from jsplade.sparse_utils import (as_csr, check_max_active_dims, dense_to_csr, sparsity, topk_csr_rows,
@@ -185,7 +185,7 @@ class SparseEncoder:
         batches = []
         start = 0
         while start < n:
-            pad_len = padded_length(int(lengths[order[start]]), self.max_seq_length)
+            pad_len = padded_length(int(lengths[order[start]]), self.max_seq_length, ENCODE_LENGTH_LADDER)
             size = max(1, min(batch_size, self.tokens_per_batch // pad_len))
             batches.append((order[start:start + size], pad_len))
             start += size

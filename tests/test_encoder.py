@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from conftest import SE_FIXTURES, max_rel
 
 from jsplade import SparseEncoder
+from jsplade.batching import padded_length
 
 EXPECTED = SE_FIXTURES / "expected"
 TEXTS = json.loads((EXPECTED / "texts.json").read_text())
@@ -125,6 +126,21 @@ def test_rows_come_back_in_input_order_and_shapes_are_bucketed(encoder):
     for i in (0, 5, 36):
         np.testing.assert_allclose(out[i].toarray(), encoder.encode_document([texts[i]], dense=True), rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_documents_pad_to_the_encoding_ladder(encoder, monkeypatch):
+    """Batches pad to ``ENCODE_LENGTH_LADDER`` (8-token steps at passage lengths), not the training ladder."""
+    words = (TEXTS["documents"][3] + " " + TEXTS["documents"][4]).split() * 20
+    text = next(t for t in (" ".join(words[:n]) for n in range(1, len(words)))
+                if len(encoder.document_tokenizer.encode_documents([t], 8192)[0][0]) >= 130)
+    n_tokens = len(encoder.document_tokenizer.encode_documents([text], 8192)[0][0])
+    assert padded_length(n_tokens, 8192) > -(-n_tokens // 8) * 8  # the two ladders differ at this length
+    shapes = []
+    run = encoder._doc_fn
+    monkeypatch.setattr(encoder, "_doc_fn", lambda graphdef, state, ids, mask: (shapes.append(ids.shape),
+                                                                                 run(graphdef, state, ids, mask))[1])
+    encoder.encode_document([text])
+    assert shapes == [(1, -(-n_tokens // 8) * 8)], (n_tokens, shapes)
 
 
 def test_packing_gives_the_padded_vectors(encoder, encoded):
