@@ -6,7 +6,8 @@ activation dtype (float32 for float32 compute; float32 accumulation for bfloat16
 
 Implementations behind one switch (``impl``), all giving the same numbers within float tolerance:
 
-* ``"xla"``     the plain path: full [B, H, L, L] scores (its backward written out, see ``_attend``).
+* ``"xla"``     the plain path: full [B, H, L, L] scores (its backward written out, see ``_attend``;
+                where nothing is differentiated, normalised after the product: ``_attend_no_grad``).
 * ``"chunked"`` exact same arithmetic as "xla", queries processed in blocks so the live score tensor
                 is [B, H, block, L] (inference memory linear in L).
 * ``"blockwise"`` online-softmax (flash) attention with its own backward pass
