@@ -400,7 +400,7 @@ def _layer_forward(layer: Layer, x_BxLxD, cfg: GteConfig, opts: ComputeOptions, 
 
     glu_key = _site_key(layer_key, 0, _Site.GLU)
     chunk = opts.mlp_chunk
-    if chunk and x_BxLxD.shape[1] > 2 * chunk and (glu_key is None or cfg.hidden_dropout_prob <= 0.0):
+    if chunk and x_BxLxD.shape[1] > 2 * chunk and not _glu_dropout(glu_key, cfg):
         mlp_BxLxD = _mlp_in_blocks(layer.mlp, x_BxLxD, cfg, dtype, prec, chunk)
     else:
         mlp_BxLxD = _mlp(layer.mlp, x_BxLxD, cfg, dtype, prec, glu_key)
@@ -412,10 +412,14 @@ def _mlp(mlp: "Mlp", x_BxLxD, cfg: GteConfig, dtype, prec, glu_key):
     """GLU MLP without its output dropout: down(act(gate) · up) + bias."""
     kernels = (mlp.up_gate_kernel[...].astype(dtype), mlp.down_kernel[...].astype(dtype),
                mlp.down_bias[...].astype(dtype))
-    rate = float(cfg.hidden_dropout_prob)
-    if glu_key is None or rate <= 0.0:
+    if not _glu_dropout(glu_key, cfg):
         return _glu_mlp(x_BxLxD, *kernels, cfg.hidden_act, prec)
-    return _glu_mlp_whole(x_BxLxD, *kernels, cfg.hidden_act, prec, glu_key, rate)
+    return _glu_mlp_whole(x_BxLxD, *kernels, cfg.hidden_act, prec, glu_key, float(cfg.hidden_dropout_prob))
+
+
+def _glu_dropout(glu_key, cfg: GteConfig) -> bool:
+    """Whether the GLU drops anything (a key and a positive rate); the dropout-free MLP has faster forms."""
+    return glu_key is not None and cfg.hidden_dropout_prob > 0.0
 
 
 def _glu_mlp_whole(x_BxLxD, up_gate_Dx2xI, down_IxD, down_bias_D, act: str, prec, glu_key=None, rate=0.0):
