@@ -44,7 +44,7 @@ from jsplade.blockwise_attention import SAVE_NAME as BLOCKWISE_SAVE_NAME
 from jsplade.config import GteConfig
 from jsplade.dense import dense
 from jsplade.dropout import dropout
-from jsplade.rope import apply_rope, rope_cos_sin, rope_frequencies
+from jsplade.rope import apply_rope, rope_tables
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": None}
@@ -276,14 +276,12 @@ class GteForMaskedLM(nnx.Module):
         batch, length = input_ids_BxL.shape
         if attention_mask_BxL is None:
             attention_mask_BxL = jnp.ones((batch, length), jnp.int32)
-        if position_ids_BxL is None:
-            position_ids_BxL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         key_mask_BxL = jnp.asarray(attention_mask_BxL) != 0
 
         x_BxLxD = self.embeddings(input_ids_BxL, token_type_ids_BxL).astype(dtype)
         x_BxLxD = dropout(x_BxLxD, cfg.hidden_dropout_prob, _site_key(dropout_key, -1, _Site.EMBED))
 
-        cos_BxLxK, sin_BxLxK = rope_cos_sin(position_ids_BxL, jnp.asarray(rope_frequencies(cfg)), dtype)
+        cos_BxLxK, sin_BxLxK = rope_tables(cfg, length, position_ids_BxL, dtype)  # [1 or B, L, K]
         logn_BxL = None
         if cfg.logn_attention_scale:
             # γ = ln(n)/ln(max_pos) with n the real tokens of the row (of the token's document when packed).
