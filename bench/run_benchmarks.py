@@ -240,7 +240,7 @@ def worker_gemm() -> dict:
 
     Run with ``GEMM_MALLOC_ENV`` (``run_worker`` sets it): glibc then keeps freed memory for reuse instead of
     mapping every result above 32 MB afresh, whose pages each product would otherwise fault in first
-    (about a fifth of a [5632, 768] · [768, 6144] product's time here, on both sides).
+    (15–20% of a [5632, 768] · [768, 6144] product's time here, on both sides).
     """
     import jax
     import jax.numpy as jnp

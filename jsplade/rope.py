@@ -10,8 +10,8 @@ operations:
 The reference's NTK module builds its cache for max_position_embeddings·s positions at construction,
 which exceeds max_position_embeddings for s > 1, so the *scaled* frequencies are installed immediately
 and used for every input length. Positions beyond any cache are computed with the same formula (the
-reference rebuilds its table, no discontinuity). Here tables are computed on the fly for the positions
-needed, so there is no cache and no state.
+reference rebuilds its table, no discontinuity). Here tables are made for the positions needed, so the
+model holds no cache and no state (host tables are memoised per length, see below).
 
 Angles are a single float32 product t·ω (the reference's float32 rounding at large t is reproduced);
 rotation is the half-split ("NeoX") layout: dimension j pairs with j + d_h/2.
