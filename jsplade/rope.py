@@ -68,8 +68,7 @@ def rope_table(config: GteConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """
     if length < 1:
         raise ValueError(f"rope table length must be at least 1, got {length}")
-    angles_LxH = (np.arange(length, dtype=np.float32)[:, None] * rope_frequencies(config)[None, :]).astype(np.float32)
-    angles_LxK = np.concatenate([angles_LxH, angles_LxH], axis=-1).astype(np.float64)
+    angles_LxK = _angles(np, np.arange(length), rope_frequencies(config)).astype(np.float64)
     cos_LxK, sin_LxK = np.cos(angles_LxK).astype(np.float32), np.sin(angles_LxK).astype(np.float32)
     cos_LxK.setflags(write=False)  # cached: shared between callers
     sin_LxK.setflags(write=False)
@@ -99,11 +98,17 @@ def rope_tables(config: GteConfig, length: int, positions_BxL: jnp.ndarray | Non
     return cos_BxLxK.astype(dtype), sin_BxLxK.astype(dtype)
 
 
-def rope_cos_sin(positions_BxL: jnp.ndarray, inv_freq: jnp.ndarray, dtype=jnp.float32):
-    """cos/sin tables [B, L, d_h] for integer positions: halves concatenated ([φ, φ])."""
-    angles = positions_BxL.astype(jnp.float32)[..., None] * inv_freq.astype(jnp.float32)
-    angles = jnp.concatenate([angles, angles], axis=-1)
-    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+def _angles(xp, positions, inv_freq):
+    """Angles [..., d_h] (float32) for integer positions, with ``xp`` numpy or jax.numpy: the single float32
+    product t·ω per frequency, halves repeated ([φ, φ])."""
+    angles = positions.astype(xp.float32)[..., None] * inv_freq.astype(xp.float32)
+    return xp.concatenate([angles, angles], axis=-1)
+
+
+def rope_cos_sin(positions_BxL: jnp.ndarray, inv_freq: jnp.ndarray):
+    """cos/sin tables [B, L, d_h] (float32) for integer positions, computed on the device."""
+    angles = _angles(jnp, positions_BxL, inv_freq)
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x_BxLxHxK: jnp.ndarray, cos_BxLxK: jnp.ndarray, sin_BxLxK: jnp.ndarray) -> jnp.ndarray:
