@@ -18,11 +18,11 @@ FIXTURE_MODEL = REPO / "tests" / "fixtures" / "sparse_encoder" / "model_st_nativ
 
 def build_bench_model(dst: Path, num_layers: int = 12, seed: int = 1234) -> Path:
     """Write the model once (idempotent: an existing complete directory is reused)."""
-    from jsplade.config import v3_gte_config
-    from jsplade.hf_checkpoint import mlm_from_params, save_mlm
-    from jsplade.io_utils import atomic_directory
-    from jsplade.recipe import recipe_state_dict
-    from jsplade.weight_map import hf_to_params
+    from jsplade.backbones.gte_config import v3_gte_config
+    from jsplade.checkpoints.hf_folder import mlm_from_params, save_mlm
+    from jsplade.files import atomic_directory
+    from jsplade.backbones.recipe import recipe_state_dict
+    from jsplade.backbones.weight_map import hf_to_params
 
     dst = Path(dst)
     marker = dst / "bench_model.json"

@@ -108,8 +108,8 @@ def worker_train(model_dir: Path, variants: list[dict], length: int, steps: int,
     from flax import nnx
 
     from jsplade import SparseEncoder
-    from jsplade.optim import make_optimizer
-    from jsplade.trainer import StepSettings, make_train_step
+    from jsplade.training.optim import make_optimizer
+    from jsplade.training.trainer import StepSettings, make_train_step
 
     enc = SparseEncoder.from_pretrained(model_dir)
     base_params = nnx.state(enc.model, nnx.Param)
@@ -259,9 +259,9 @@ def worker_checks() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jsplade.attention import attention, resolve_impl
-    from jsplade.fused_head import fused_splade_pool, mask_to_group
-    from jsplade.pooling import splade_pool
+    from jsplade.backbones.layers.attention import attention, resolve_impl
+    from jsplade.splade.fused_head import fused_splade_pool, mask_to_group
+    from jsplade.splade.pooling import splade_pool
 
     rng = np.random.default_rng(7)
     b, length, h, k = 4, 512, 12, 64

@@ -16,7 +16,7 @@ for m in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint", "torch", "transf
         print(m, "MISSING", exc)
 import jax; print(jax.devices())
 PY
-sanity='import sys; sys.path.insert(0, "."); import jax.numpy as jnp; from jsplade.config import GteConfig; from jsplade.model import GteForMaskedLM; from flax import nnx; m = GteForMaskedLM(GteConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64), rngs=nnx.Rngs(0)); print("jsplade sanity", m(jnp.ones((1, 8), jnp.int32)).shape)'
+sanity='import sys; sys.path.insert(0, "."); import jax.numpy as jnp; from jsplade.backbones.gte_config import GteConfig; from jsplade.backbones.gte import GteForMaskedLM; from flax import nnx; m = GteForMaskedLM(GteConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64), rngs=nnx.Rngs(0)); print("jsplade sanity", m(jnp.ones((1, 8), jnp.int32)).shape)'
 if ! python3 -c "$sanity"; then
   echo "jsplade does not run with this flax: installing the carried flax wheel"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/flax-*.whl && export PYTHONPATH=/tmp/site

@@ -124,8 +124,8 @@ def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
         dt = time.perf_counter() - t
         return {"seconds": dt, "peak_mb": first_peak / 2**20, "steady_peak_mb": mem.peak_above_start / 2**20}
     # training steps
-    from jsplade.trainer import StepSettings, collate, make_train_step
-    from jsplade.optim import make_optimizer
+    from jsplade.training.trainer import StepSettings, collate, make_train_step
+    from jsplade.training.optim import make_optimizer
     from flax import nnx
     import jax.numpy as jnp
 

@@ -9,18 +9,18 @@ __version__ = "0.1.0"
 # Public names resolved lazily so that `import jsplade` stays cheap and a submodule
 # that is not needed is never imported.
 _LAZY = {
-    "SparseEncoder": "jsplade.encoder",
-    "load_mlm": "jsplade.hf_checkpoint",
-    "save_mlm": "jsplade.hf_checkpoint",
-    "GteConfig": "jsplade.config",
-    "GteForMaskedLM": "jsplade.model",
-    "ComputeOptions": "jsplade.model",
-    "export_sparse_encoder": "jsplade.st_export",
-    "export_mlm": "jsplade.st_export",
-    "to_jax": "jsplade.convert",
-    "to_hf": "jsplade.convert",
-    "TrainConfig": "jsplade.train_config",
-    "Trainer": "jsplade.trainer",
+    "SparseEncoder": "jsplade.splade.encoder",
+    "load_mlm": "jsplade.checkpoints.hf_folder",
+    "save_mlm": "jsplade.checkpoints.hf_folder",
+    "GteConfig": "jsplade.backbones.gte_config",
+    "GteForMaskedLM": "jsplade.backbones.gte",
+    "ComputeOptions": "jsplade.backbones.gte",
+    "export_sparse_encoder": "jsplade.checkpoints.st_export",
+    "export_mlm": "jsplade.checkpoints.st_export",
+    "to_jax": "jsplade.checkpoints.convert",
+    "to_hf": "jsplade.checkpoints.convert",
+    "TrainConfig": "jsplade.training.config",
+    "Trainer": "jsplade.training.trainer",
 }
 
 

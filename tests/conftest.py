@@ -48,9 +48,9 @@ def load_gte_case(name: str) -> GteCase:
 
 def write_recipe_checkpoint(case: GteCase, dest: Path) -> Path:
     """A HF model folder (config.json + model.safetensors, new-impl names) with the case's recipe weights."""
-    from jsplade.config import GteConfig
-    from jsplade.recipe import recipe_state_dict
-    from jsplade.safetensors_io import write_safetensors
+    from jsplade.backbones.gte_config import GteConfig
+    from jsplade.backbones.recipe import recipe_state_dict
+    from jsplade.checkpoints.safetensors_io import write_safetensors
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.json").write_text(json.dumps(case.config_json, indent=2))

@@ -1,4 +1,4 @@
-"""jsplade.attention, the full-score path ("xla", and "chunked" built on it): its hand-written backward
+"""jsplade.backbones.layers.attention, the full-score path ("xla", and "chunked" built on it): its hand-written backward
 pass equals autodiff of the textbook formula, with key padding, packing segments, dropout and bfloat16."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import max_rel
 
-from jsplade.attention import attention, key_bias
-from jsplade.dropout import dropout
+from jsplade.backbones.layers.attention import attention, key_bias
+from jsplade.backbones.layers.dropout import dropout
 
 
 def _reference(q, k, v, mask, seg, rate=0.0, key=None):

@@ -1,11 +1,11 @@
-"""jsplade.batching: the length ladders (training: coarse; encoding: finer below 512 tokens) and row padding."""
+"""jsplade.splade.batching: the length ladders (training: coarse; encoding: finer below 512 tokens) and row padding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from jsplade.batching import ENCODE_LENGTH_LADDER, LENGTH_LADDER, padded_length, pow2_at_least
+from jsplade.splade.batching import ENCODE_LENGTH_LADDER, LENGTH_LADDER, padded_length, pow2_at_least
 
 
 @pytest.mark.parametrize("ladder", [LENGTH_LADDER, ENCODE_LENGTH_LADDER])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SE_FIXTURES
-from jsplade.beir import load_beir
+from jsplade.retrieval.beir import load_beir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -157,7 +157,7 @@ def test_missing_ambiguous_and_corrupt_files(tmp_path):
 
 def test_empty_query_encodes_to_zero_vector(tmp_path):
     """The documented behaviour: an empty query is kept and the real encoder maps it to an all-zero row."""
-    from jsplade.encoder import SparseEncoder
+    from jsplade.splade.encoder import SparseEncoder
 
     ds = load_beir(make(tmp_path))
     assert ds.queries["q2"] == ""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import max_rel
 
-from jsplade.attention import attention, resolve_impl
+from jsplade.backbones.layers.attention import attention, resolve_impl
 
 
 def _qkv(rng, b, length, h, k):
@@ -111,7 +111,7 @@ def test_long_case_4096_tokens_values_and_gradients():
 def test_splash_kernel_in_interpret_mode_matches():
     """The TPU Pallas kernel, run by the Pallas interpreter on CPU (real tokens compared)."""
     pytest.importorskip("jax.experimental.pallas.ops.tpu.splash_attention")
-    from jsplade.tpu_attention import splash_attention
+    from jsplade.backbones.layers.splash_attention import splash_attention
 
     rng = np.random.default_rng(2)
     q, k, v = _qkv(rng, 2, 256, 2, 128)

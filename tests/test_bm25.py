@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsplade.beir import load_beir
-from jsplade.bm25 import BM25Retriever
-from jsplade.evaluation import evaluate_rankings
+from jsplade.retrieval.beir import load_beir
+from jsplade.retrieval.bm25 import BM25Retriever
+from jsplade.retrieval.evaluation import evaluate_rankings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # anchors.md gives the reference numbers rounded to 3 decimals: allow half a unit of the last digit.

@@ -14,7 +14,7 @@ from conftest import SE_FIXTURES
 
 from jsplade import SparseEncoder
 from jsplade.cli import convert as cli
-from jsplade.convert import encoder_params
+from jsplade.checkpoints.convert import encoder_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = SE_FIXTURES / "model"

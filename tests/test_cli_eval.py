@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import SE_FIXTURES
-from jsplade.beir import load_beir
-from jsplade.bm25 import BM25Retriever
+from jsplade.retrieval.beir import load_beir
+from jsplade.retrieval.bm25 import BM25Retriever
 from jsplade.cli import eval as cli
-from jsplade.encoder import SparseEncoder
-from jsplade.evaluation import SparseIREvaluator, evaluate_rankings, format_table
+from jsplade.splade.encoder import SparseEncoder
+from jsplade.retrieval.evaluation import SparseIREvaluator, evaluate_rankings, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = SE_FIXTURES / "model"

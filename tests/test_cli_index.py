@@ -18,10 +18,10 @@ import pytest
 
 from conftest import SE_FIXTURES
 from jsplade.cli import index as cli
-from jsplade.encoder import SparseEncoder
-from jsplade.evaluation import rank_topk
-from jsplade.index import SparseIndex
-from jsplade.opensearch_export import index_mapping, query_body, read_bulk_ndjson
+from jsplade.splade.encoder import SparseEncoder
+from jsplade.retrieval.evaluation import rank_topk
+from jsplade.retrieval.index import SparseIndex
+from jsplade.retrieval.opensearch import index_mapping, query_body, read_bulk_ndjson
 
 MODEL = SE_FIXTURES / "model"
 K_DIMS = 24   # --max-active-dims used for the index: small files, non-trivial rankings

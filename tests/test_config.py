@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import GTE_FIXTURES, SE_FIXTURES, TINY_CASES, V3_CASES
 
-from jsplade.config import ConfigError, GteConfig, v3_gte_config
-from jsplade.rope import rope_frequencies
+from jsplade.backbones.gte_config import ConfigError, GteConfig, v3_gte_config
+from jsplade.backbones.layers.rope import rope_frequencies
 
 
 @pytest.mark.parametrize("case", TINY_CASES + V3_CASES)

@@ -14,13 +14,13 @@ import pytest
 from conftest import SE_FIXTURES
 
 from jsplade import SparseEncoder
-from jsplade import convert as convert_mod
-from jsplade.config import ConfigError, v3_gte_config
-from jsplade.convert import encoder_params, load_checkpoint_encoder, to_hf, to_jax
-from jsplade.recipe import recipe_state_dict
-from jsplade.safetensors_io import write_safetensors
-from jsplade.st_export import list_files
-from jsplade.train_checkpoint import META_FILE, CheckpointSteps
+from jsplade.checkpoints import convert as convert_mod
+from jsplade.backbones.gte_config import ConfigError, v3_gte_config
+from jsplade.checkpoints.convert import encoder_params, load_checkpoint_encoder, to_hf, to_jax
+from jsplade.backbones.recipe import recipe_state_dict
+from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.checkpoints.st_export import list_files
+from jsplade.checkpoints.orbax_dir import META_FILE, CheckpointSteps
 
 TEXTS = json.loads((SE_FIXTURES / "expected" / "texts.json").read_text())
 QUERIES = TEXTS["queries"]
@@ -157,8 +157,8 @@ def test_checkpoint_meta_written_by_the_trainer_is_read(fixture_encoder, fixture
 def test_a_trainer_run_directory_converts_both_ways(tmp_path):
     """The orbax checkpoints the trainer writes: the latest step rebuilds the trained encoder bit for bit,
     exports like the trainer's own export, and converts back losslessly; an earlier step is reachable."""
-    from jsplade.train_config import TrainConfig
-    from jsplade.trainer import Trainer
+    from jsplade.training.config import TrainConfig
+    from jsplade.training.trainer import Trainer
 
     log = json.loads((SE_FIXTURES / "expected" / "train_batch4" / "train_log.json").read_text())
     data = tmp_path / "data.jsonl"

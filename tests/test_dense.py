@@ -1,4 +1,4 @@
-"""jsplade.dense: the model's projections with a hand-written backward pass — the same values and
+"""jsplade.backbones.layers.dense: the model's projections with a hand-written backward pass — the same values and
 gradients as autodiff of the einsum, without the transposed weight-gradient layout on XLA:CPU."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import max_rel
 
-from jsplade.dense import dense
+from jsplade.backbones.layers.dense import dense
 
 # (x shape, kernel shape, n_in, einsum): every projection of the model has one of these forms.
 CASES = [

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsplade.dropout import dropout, hash_bits, keep_mask
+from jsplade.backbones.layers.dropout import dropout, hash_bits, keep_mask
 
 
 def test_keep_rate_and_bits_are_uniform():

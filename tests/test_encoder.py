@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from conftest import SE_FIXTURES, max_rel
 
 from jsplade import SparseEncoder
-from jsplade.batching import padded_length
+from jsplade.splade.batching import padded_length
 
 EXPECTED = SE_FIXTURES / "expected"
 TEXTS = json.loads((EXPECTED / "texts.json").read_text())
@@ -191,7 +191,7 @@ def _copy(tmp_path, name="model"):
 
 def test_vocab_size_disagreement_names_the_files(tmp_path):
     d = _copy(tmp_path)
-    from jsplade.safetensors_io import write_safetensors
+    from jsplade.checkpoints.safetensors_io import write_safetensors
 
     write_safetensors(d / "query_0_SparseStaticEmbedding" / "model.safetensors", {"weight": np.ones(30000, np.float32)})
     with pytest.raises(ValueError, match=r"(?s)vocab.*30522.*30000|30000.*30522"):

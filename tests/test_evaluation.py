@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import SE_FIXTURES
-from jsplade.beir import load_beir
-from jsplade.evaluation import (SparseIREvaluator, evaluate_rankings, format_table, ir_metrics, rank_topk,
+from jsplade.retrieval.beir import load_beir
+from jsplade.retrieval.evaluation import (SparseIREvaluator, evaluate_rankings, format_table, ir_metrics, rank_topk,
                                 write_results_json)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import SE_FIXTURES
-from jsplade.beir import load_beir
-from jsplade.encoder import SparseEncoder
-from jsplade.evaluation import SparseIREvaluator, rank_topk
+from jsplade.retrieval.beir import load_beir
+from jsplade.splade.encoder import SparseEncoder
+from jsplade.retrieval.evaluation import SparseIREvaluator, rank_topk
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = SE_FIXTURES / "expected"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import max_rel
 
-from jsplade.fused_head import fused_splade_pool, mask_to_group
-from jsplade.pooling import splade_activation, splade_pool
+from jsplade.splade.fused_head import fused_splade_pool, mask_to_group
+from jsplade.splade.pooling import splade_activation, splade_pool
 
 
 def _data(rng, b, length, d, v):
@@ -113,7 +113,7 @@ def test_bfloat16_matches_plain_bfloat16_head(strategy):
 
 
 def test_default_vocab_tile_per_backend():
-    from jsplade.fused_head import default_vocab_tile
+    from jsplade.splade.fused_head import default_vocab_tile
 
     assert default_vocab_tile(30522, "cpu") == 512  # cache-sized blocks: 60 tiles
     assert default_vocab_tile(30522, "gpu") == 7680  # 4 tiles of a multiple of 128 (30720 ≥ 30522)
@@ -131,7 +131,7 @@ def test_default_vocab_tile_per_backend():
 def test_max_backward_both_formulations(monkeypatch, backward, chunk, tile, groups):
     """Max pooling's backward exists twice — gather/scatter (CPUs) and one-hot matmuls (accelerators): each
     equals autodiff of the plain head, with packed groups too."""
-    import jsplade.fused_head as fh
+    import jsplade.splade.fused_head as fh
 
     monkeypatch.setattr(fh, "_GATHER_MAX_BWD_BACKENDS", ("cpu",) if backward == "gather" else ())
     rng = np.random.default_rng(5 + groups)

@@ -10,11 +10,11 @@ import pytest
 from conftest import load_gte_case, write_recipe_checkpoint
 
 from jsplade import load_mlm
-from jsplade.config import ConfigError, GteConfig
-from jsplade.hf_checkpoint import mlm_state_dict, save_mlm
-from jsplade.recipe import recipe_state_dict
-from jsplade.safetensors_io import write_safetensors
-from jsplade.weight_map import WeightMismatchError
+from jsplade.backbones.gte_config import ConfigError, GteConfig
+from jsplade.checkpoints.hf_folder import mlm_state_dict, save_mlm
+from jsplade.backbones.recipe import recipe_state_dict
+from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.backbones.weight_map import WeightMismatchError
 
 
 @pytest.fixture(scope="module")

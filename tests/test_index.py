@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jsplade.index import SparseIndex, TopKAccumulator
+from jsplade.retrieval.index import SparseIndex, TopKAccumulator
 
 V = 40
 

@@ -1,4 +1,4 @@
-"""Atomic writes and JSON reading (jsplade.io_utils)."""
+"""Atomic writes and JSON reading (jsplade.files)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from jsplade import io_utils
-from jsplade.io_utils import (atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
+from jsplade import files as io_utils
+from jsplade.files import (atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
                               read_json_object)
 
 

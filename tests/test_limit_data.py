@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jsplade.limit_data import (FIRST_NAMES, LAST_NAMES, format_document, generate_limit_pairs, limit_paths,
+from jsplade.limit.data import (FIRST_NAMES, LAST_NAMES, format_document, generate_limit_pairs, limit_paths,
                                 load_items, non_query_pool, query_items, write_pairs_jsonl)
 
 PATHS = limit_paths()

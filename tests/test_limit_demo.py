@@ -8,7 +8,7 @@ import numpy as np
 
 from jsplade import SparseEncoder
 from jsplade.cli.demo import main
-from jsplade.limit_data import limit_paths, query_items
+from jsplade.limit.data import limit_paths, query_items
 
 
 def test_quick_demo_runs_end_to_end(tmp_path, capsys):
@@ -39,7 +39,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     rows = [json.loads(x) for x in (out / "train_pairs.jsonl").read_text().splitlines()]
     assert rows and all(r["query"][len("Who likes "):-1] not in banned for r in rows)
     # The saved index is the one the metrics came from: searching it again gives the same top-1.
-    from jsplade.index import SparseIndex
+    from jsplade.retrieval.index import SparseIndex
 
     index = SparseIndex.load(out / "limit_small_index.npz")
     assert len(index) == 46 and np.isfinite(index.matrix.data).all()

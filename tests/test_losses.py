@@ -1,4 +1,4 @@
-"""SpladeLoss terms (jsplade.losses) against an independent float64 NumPy implementation, plus gradients.
+"""SpladeLoss terms (jsplade.training.losses) against an independent float64 NumPy implementation, plus gradients.
 
 Tolerances: float32 JAX vs float64 NumPy values 1e-6 relative; float64 JAX gradients vs central finite
 differences (step 1e-6) 1e-6 relative to the largest gradient entry; the closed forms of §5.3 1e-6
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsplade.losses import flops_loss, sparse_mnrl_loss, splade_loss
+from jsplade.training.losses import flops_loss, sparse_mnrl_loss, splade_loss
 
 V = 40
 

@@ -14,9 +14,9 @@ import pytest
 from conftest import TINY_CASES, load_gte_case, max_rel, write_recipe_checkpoint
 
 from jsplade import load_mlm
-from jsplade.model import ComputeOptions
-from jsplade.pooling import pool_from_features, splade_pool
-from jsplade.rope import rope_frequencies
+from jsplade.backbones.gte import ComputeOptions
+from jsplade.splade.pooling import pool_from_features, splade_pool
+from jsplade.backbones.layers.rope import rope_frequencies
 
 TINY_TOL = 1e-5
 FULL_TOL = 1e-4
@@ -95,8 +95,8 @@ def test_dropout_only_with_a_key(tiny):
     assert np.max(np.abs(dropped - other)) > 1e-3
     # Zero dropout rates: a key changes nothing.
     cfg0 = model.config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    from jsplade.hf_checkpoint import mlm_from_params
-    from jsplade.params import flat_params
+    from jsplade.checkpoints.hf_folder import mlm_from_params
+    from jsplade.backbones.params import flat_params
     m0 = mlm_from_params(cfg0, {k: np.asarray(v) for k, v in flat_params(model).items()})
     np.testing.assert_array_equal(np.asarray(m0(ids, mask, tt, dropout_key=key)), np.asarray(m0(ids, mask, tt)))
 
@@ -105,7 +105,7 @@ def test_attention_impls_agree(tiny):
     case, model, hidden, _ = tiny
     model.with_compute(attention="chunked")
     try:
-        import jsplade.attention as att
+        import jsplade.backbones.layers.attention as att
         h2 = np.asarray(model.encode(case.inputs["input_ids"], case.inputs["attention_mask"],
                                      case.inputs.get("token_type_ids")))
     finally:
@@ -153,8 +153,8 @@ def test_remat_keeping_attention_gives_same_gradients_without_recomputing_it():
     backward pass recomputes each layer without re-running its attention forward loop (fewer exponentials
     in the differentiated program), and the gradients are those of the plain (no-remat) step."""
     from flax import nnx
-    from jsplade.config import v3_gte_config
-    from jsplade.model import GteForMaskedLM
+    from jsplade.backbones.gte_config import v3_gte_config
+    from jsplade.backbones.gte import GteForMaskedLM
 
     cfg = v3_gte_config(vocab_size=512, hidden_size=64, num_attention_heads=4, intermediate_size=128,
                         num_hidden_layers=3)
@@ -186,8 +186,8 @@ def test_remat_bounds_activation_memory():
     and without remat; an 8192-token v3-gte step needed 16 GB). With remat the compiled training step's
     temporary buffer must hold about one layer's activations, not all eight layers'."""
     from flax import nnx
-    from jsplade.config import v3_gte_config
-    from jsplade.model import GteForMaskedLM
+    from jsplade.backbones.gte_config import v3_gte_config
+    from jsplade.backbones.gte import GteForMaskedLM
 
     cfg = v3_gte_config(vocab_size=512, hidden_size=64, num_attention_heads=4, intermediate_size=256,
                         num_hidden_layers=8)
@@ -213,7 +213,7 @@ def test_logn_scale_cases_apply_scale():
 def test_v3gte_short_full_size(tmp_path):
     case = load_gte_case("v3gte_short")
     model = load_mlm(write_recipe_checkpoint(case, tmp_path / "m"))
-    from jsplade.model import count_parameters
+    from jsplade.backbones.gte import count_parameters
     assert count_parameters(model) == case.case["unique_parameter_count"] == 137_394_234
     hidden, logits = _forward(model, case.inputs)
     exp = case.expected
@@ -290,7 +290,7 @@ def test_encoding_mlp_in_column_blocks_equals_the_whole_mlp(tiny, monkeypatch):
     """Encoding on CPUs runs the up/gate projection in blocks of intermediate columns (``MLP_COLUMN_BLOCK``,
     shrunk here so that tiny configs take that path, with a ragged last block): same hidden states as the
     whole MLP; differentiated, the whole form's gradients."""
-    import jsplade.model as model_module
+    import jsplade.backbones.gte as model_module
 
     case, model, hidden_whole, _ = tiny
     intermediate = model.layers[0].mlp.down_kernel.shape[0]
@@ -329,9 +329,9 @@ def test_cpu_scheduler_flag_bounds_long_document_memory():
     program = textwrap.dedent("""
         import jax, jax.numpy as jnp
         from flax import nnx
-        from jsplade.config import v3_gte_config
-        from jsplade.fused_head import fused_splade_pool
-        from jsplade.model import GteForMaskedLM
+        from jsplade.backbones.gte_config import v3_gte_config
+        from jsplade.splade.fused_head import fused_splade_pool
+        from jsplade.backbones.gte import GteForMaskedLM
         graphdef, state = nnx.split(nnx.eval_shape(lambda: GteForMaskedLM(v3_gte_config(), rngs=nnx.Rngs(0))))
         def pooled(state, ids):
             m = nnx.merge(graphdef, state)
@@ -352,7 +352,7 @@ def test_cpu_scheduler_flag_bounds_long_document_memory():
 
 
 def test_bad_mlp_chunk_is_refused():
-    from jsplade.model import ComputeOptions
+    from jsplade.backbones.gte import ComputeOptions
 
     for bad in (0, -4, 2.5, True):
         with pytest.raises(ValueError, match="mlp_chunk"):
@@ -365,8 +365,8 @@ def test_bad_mlp_chunk_is_refused():
 def test_gated_unit_backward_matches_autodiff(act, rate):
     """The GLU's hand-written backward (both halves written into the [.., 2, I] projection layout)
     equals autodiff of dropout(act(gate) · up), mask included."""
-    from jsplade.dropout import dropout
-    from jsplade.model import activation, gated_unit
+    from jsplade.backbones.layers.dropout import dropout
+    from jsplade.backbones.gte import activation, gated_unit
 
     rng = np.random.default_rng(len(act))
     ug = jnp.asarray(rng.standard_normal((2, 7, 2, 12)) * 2, jnp.float32)
@@ -388,7 +388,7 @@ def test_gated_unit_backward_matches_autodiff(act, rate):
 def test_gelu_is_the_exact_erf_form():
     import math
 
-    from jsplade.model import gelu_erf
+    from jsplade.backbones.gte import gelu_erf
 
     erf = np.vectorize(math.erf)
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from jsplade.config import GteConfig
-from jsplade.model import GteForMaskedLM
-from jsplade.model_init import copy_friendly_init, idf_query_weights
-from jsplade.pooling import splade_pool
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.backbones.gte import GteForMaskedLM
+from jsplade.splade.initialization import copy_friendly_init, idf_query_weights
+from jsplade.splade.pooling import splade_pool
 
 
 def test_copy_friendly_init_activates_the_documents_own_tokens():

@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jsplade import load_mlm  # noqa: E402
-from jsplade.config import v3_gte_config  # noqa: E402
-from jsplade.recipe import recipe_state_dict  # noqa: E402
-from jsplade.safetensors_io import write_safetensors  # noqa: E402
+from jsplade.backbones.gte_config import v3_gte_config  # noqa: E402
+from jsplade.backbones.recipe import recipe_state_dict  # noqa: E402
+from jsplade.checkpoints.safetensors_io import write_safetensors  # noqa: E402
 
 
 def _inputs(rng, batch, length, vocab):

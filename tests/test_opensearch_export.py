@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import SE_FIXTURES
-from jsplade.opensearch_export import (index_mapping, query_body, read_bulk_ndjson, write_bulk_ndjson,
+from jsplade.retrieval.opensearch import (index_mapping, query_body, read_bulk_ndjson, write_bulk_ndjson,
                                        write_index_mapping)
 
 
@@ -45,7 +45,7 @@ def test_bulk_file_exact_json(tmp_path):
 
 
 def test_round_trip_real_vocabulary(tmp_path):
-    from jsplade.tokenization import WordPieceTokenizer
+    from jsplade.backbones.tokenizer import WordPieceTokenizer
 
     tok = WordPieceTokenizer.from_dir(SE_FIXTURES / "model")
     V = tok.vocab_size

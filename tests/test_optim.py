@@ -1,4 +1,4 @@
-"""make_optimizer (jsplade.optim) against torch.optim.AdamW + clip_grad_norm_ + LambdaLR.
+"""make_optimizer (jsplade.training.optim) against torch.optim.AdamW + clip_grad_norm_ + LambdaLR.
 
 Each run: 10 updates of random float32 gradients (some steps clipped, some not) with the linear warm-up
 / decay schedule (T = 10, W = 2, so update 0 uses lr 0). Tolerances: parameters 1e-6 relative to the
@@ -18,9 +18,9 @@ import torch
 from conftest import max_rel
 from flax import nnx
 
-from jsplade.optim import (AdamWTorchState, clip_by_global_norm_torch, global_norm, last_grad_norm,
+from jsplade.training.optim import (AdamWTorchState, clip_by_global_norm_torch, global_norm, last_grad_norm,
                            make_optimizer, param_paths)
-from jsplade.schedules import linear_warmup_decay
+from jsplade.training.schedules import linear_warmup_decay
 
 TOTAL, WARM, PEAK = 10, 2, 2e-2
 SHAPES = {"enc": {"kernel": (6, 4), "bias": (4,)}, "head": {"w": (3, 2, 2)}, "query": {"weight": (9,)}}

@@ -13,13 +13,13 @@ import pytest
 from conftest import load_gte_case, max_rel
 from flax import nnx
 
-from jsplade.config import GteConfig
-from jsplade.hf_checkpoint import mlm_from_params
-from jsplade.packing import pack_documents
-from jsplade.recipe import recipe_state_dict
-from jsplade.splade_model import SpladeModel
-from jsplade.static_embedding import StaticQueryEmbedding
-from jsplade.weight_map import hf_to_params
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.checkpoints.hf_folder import mlm_from_params
+from jsplade.splade.packing import pack_documents
+from jsplade.backbones.recipe import recipe_state_dict
+from jsplade.splade.model import SpladeModel
+from jsplade.splade.static_embedding import StaticQueryEmbedding
+from jsplade.backbones.weight_map import hf_to_params
 
 
 def _model(case="tiny_ntk", strategy="max", **compute):

@@ -1,4 +1,4 @@
-"""Rotary tables (jsplade.rope): host-computed constants against an independent float32 cos/sin (torch's,
+"""Rotary tables (jsplade.backbones.layers.rope): host-computed constants against an independent float32 cos/sin (torch's,
 the reference's library), the position look-up and its on-device fallback, and that a model forward
 with default positions evaluates no cos/sin on the device."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from jsplade.config import v3_gte_config
-from jsplade.rope import rope_cos_sin, rope_frequencies, rope_table, rope_tables
+from jsplade.backbones.gte_config import v3_gte_config
+from jsplade.backbones.layers.rope import rope_cos_sin, rope_frequencies, rope_table, rope_tables
 
 ULP_AT_ONE = float(np.finfo(np.float32).eps)  # 1.19e-7: one float32 ulp of the largest table entries
 
@@ -112,7 +112,7 @@ def _primitives(jaxpr, inside_cond=False, found=None):
 def test_model_forward_evaluates_no_cos_sin_with_default_positions():
     from flax import nnx
 
-    from jsplade.model import GteForMaskedLM
+    from jsplade.backbones.gte import GteForMaskedLM
 
     model = GteForMaskedLM(v3_gte_config(num_hidden_layers=1, hidden_size=64, num_attention_heads=4,
                                          intermediate_size=128, vocab_size=50), rngs=nnx.Rngs(0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from jsplade.safetensors_io import (SafetensorsError, read_safetensors, read_weights_dir, write_safetensors,
+from jsplade.checkpoints.safetensors_io import (SafetensorsError, read_safetensors, read_weights_dir, write_safetensors,
                                     write_weights_dir)
 
 

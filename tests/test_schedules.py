@@ -1,4 +1,4 @@
-"""Schedules (jsplade.schedules) against every recorded lr / λ_d / λ_q of the reference train logs.
+"""Schedules (jsplade.training.schedules) against every recorded lr / λ_d / λ_q of the reference train logs.
 
 Tolerances: a Python-int step must give the recorded Python float exactly (==, same float64 operations);
 the float32 jnp path (traced step under jit) must be within 1 ulp of float32(recorded value) on the
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import SE_FIXTURES
 
-from jsplade.schedules import (linear_warmup_decay, regularizer_warmup_steps, regularizer_weight,
+from jsplade.training.schedules import (linear_warmup_decay, regularizer_warmup_steps, regularizer_weight,
                                warmup_steps_from)
 
 LOGS = ("train_seed_recipe", "train_batch4")

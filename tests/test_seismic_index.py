@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jsplade.index import SparseIndex
-from jsplade.seismic_index import SeismicIndex
+from jsplade.retrieval.index import SparseIndex
+from jsplade.retrieval.seismic import SeismicIndex
 
 V = 300
 

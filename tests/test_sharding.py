@@ -18,9 +18,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from helpers.sharded_steps import host_params, run_steps, runner
-from jsplade import sharding
-from jsplade.train_checkpoint import CheckpointSteps
-from jsplade.trainer import restore_state, save_state
+from jsplade.training import sharding
+from jsplade.checkpoints.orbax_dir import CheckpointSteps
+from jsplade.training.trainer import restore_state, save_state
 
 TOL = 1e-5
 MESHES = ["data=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2"]
@@ -150,8 +150,8 @@ def test_two_processes_match_one(tmp_path, single_device):
 
 
 def _packed(batch, row_multiple):
-    """The padded test batch re-laid as packed rows (jsplade.trainer._pack), same documents."""
-    from jsplade.trainer import _pack
+    """The padded test batch re-laid as packed rows (jsplade.training.trainer._pack), same documents."""
+    from jsplade.training.trainer import _pack
 
     ids, mask = batch["doc_ids"][0], batch["doc_mask"][0]
     cols = [[ids[c, b][mask[c, b] == 1] for b in range(ids.shape[1])] for c in range(ids.shape[0])]

@@ -18,12 +18,12 @@ import pytest
 from conftest import SE_FIXTURES, max_rel
 
 from jsplade import SparseEncoder, load_mlm
-from jsplade import st_export
-from jsplade.config import ConfigError
-from jsplade.convert import encoder_params
-from jsplade.params import assign_params
-from jsplade.st_export import export_mlm, export_sparse_encoder, list_files
-from jsplade.st_format import read_sparse_encoder_dir
+from jsplade.checkpoints import st_export
+from jsplade.backbones.gte_config import ConfigError
+from jsplade.checkpoints.convert import encoder_params
+from jsplade.backbones.params import assign_params
+from jsplade.checkpoints.st_export import export_mlm, export_sparse_encoder, list_files
+from jsplade.checkpoints.st_format import read_sparse_encoder_dir
 
 TEXTS = json.loads((SE_FIXTURES / "expected" / "texts.json").read_text())
 QUERIES = TEXTS["queries"]

@@ -1,4 +1,4 @@
-"""Reading sentence-transformers SparseEncoder directories (jsplade.st_format)."""
+"""Reading sentence-transformers SparseEncoder directories (jsplade.checkpoints.st_format)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import SE_FIXTURES
-from jsplade.safetensors_io import write_safetensors
-from jsplade.st_format import (QueryModuleSpec, read_query_weights, read_sparse_encoder_dir,
+from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.checkpoints.st_format import (QueryModuleSpec, read_query_weights, read_sparse_encoder_dir,
                                resolve_model_path)
-from jsplade.tokenization import WordPieceTokenizer
+from jsplade.backbones.tokenizer import WordPieceTokenizer
 
 HUB = SE_FIXTURES / "model"                # OpenSearch layout, Router key ""
 NATIVE = SE_FIXTURES / "model_st_native"   # ST-native layout, document_0_MLMTransformer/
@@ -446,7 +446,7 @@ def test_resolve_rejects_files_and_non_hub_ids(tmp_path, monkeypatch):
 
 
 def test_resolve_hub_id_offline_gives_clear_error(tmp_path):
-    code = ("from jsplade.st_format import resolve_model_path\n"
+    code = ("from jsplade.checkpoints.st_format import resolve_model_path\n"
             "try:\n    resolve_model_path('some-owner/some-model-that-is-not-cached')\n"
             "except ValueError as e:\n    print('VALUEERROR:', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

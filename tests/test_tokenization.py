@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SE_FIXTURES
-from jsplade.tokenization import WordPieceTokenizer, document_max_length, validate_texts
+from jsplade.backbones.tokenizer import WordPieceTokenizer, document_max_length, validate_texts
 
 MODEL = SE_FIXTURES / "model"
 TEXTS = json.loads((SE_FIXTURES / "expected" / "texts.json").read_text(encoding="utf-8"))

@@ -25,11 +25,11 @@ from conftest import SE_FIXTURES
 from flax import nnx
 
 from jsplade import SparseEncoder
-from jsplade.params import flat_state_dict
-from jsplade.train_config import TrainConfig
-from jsplade.trainer import StepSettings, Trainer, TrainingDivergedError, collate, make_loss_fn
-from jsplade.training_data import load_pairs
-from jsplade.weight_map import params_to_hf
+from jsplade.backbones.params import flat_state_dict
+from jsplade.training.config import TrainConfig
+from jsplade.training.trainer import StepSettings, Trainer, TrainingDivergedError, collate, make_loss_fn
+from jsplade.training.data import load_pairs
+from jsplade.backbones.weight_map import params_to_hf
 
 EXPECTED = SE_FIXTURES / "expected"
 LOSS = json.loads((EXPECTED / "loss.json").read_text())
@@ -165,7 +165,7 @@ def test_nan_stops_and_keeps_the_last_checkpoint(tmp_path):
     trainer = Trainer(config)
     with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
         trainer.fit()
-    from jsplade.train_checkpoint import CheckpointSteps
+    from jsplade.checkpoints.orbax_dir import CheckpointSteps
 
     steps = CheckpointSteps(config.output_dir, read_only=True).all_steps()
     assert steps, "a checkpoint from before the divergence is kept"
@@ -216,8 +216,8 @@ def test_limit_samples_2_config_runs_end_to_end(tmp_path):
 def test_gradient_accumulation_averages_micro_batches():
     """A step over micro-batches [m0, m1] uses the mean of their gradients (checked through Adam's first
     moment after one step: m = (1 − β1)·g)."""
-    from jsplade.optim import make_optimizer
-    from jsplade.trainer import make_train_step
+    from jsplade.training.optim import make_optimizer
+    from jsplade.training.trainer import make_train_step
 
     spec = LOSS["triplets"]
     enc = _encoder()
@@ -236,7 +236,7 @@ def test_gradient_accumulation_averages_micro_batches():
     state = {"params": params, "opt": opt.init(params), "step": jnp.asarray(0, jnp.int32),
              "rng": jax.random.key_data(jax.random.key(0))}
     state, metrics = jax.jit(make_train_step(graphdef, opt, settings))(state, both)
-    from jsplade.trainer import tree_to_flat
+    from jsplade.training.trainer import tree_to_flat
 
     moments = tree_to_flat(state["opt"])
     for name, grad in (("query", mean["query"]["weight"]),

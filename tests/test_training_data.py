@@ -1,4 +1,4 @@
-"""Training rows, no-duplicates batching, replay and step counts (jsplade.training_data).
+"""Training rows, no-duplicates batching, replay and step counts (jsplade.training.data).
 
 The reference runs' batch order is replayed from their recorded per-epoch permutations and compared
 with every recorded step's ``indices`` (exact). Synthetic data with duplicate texts is checked against
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import SE_FIXTURES
 
-from jsplade.training_data import (NoDuplicatesBatchSampler, PairDataset, ReplaySchedule,
+from jsplade.training.data import (NoDuplicatesBatchSampler, PairDataset, ReplaySchedule,
                                    greedy_no_duplicate_batches, load_pairs, total_steps)
 
 LOGS = ("train_seed_recipe", "train_batch4")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import TINY_CASES, load_gte_case
 
-from jsplade.config import GteConfig
-from jsplade.recipe import recipe_state_dict
-from jsplade.weight_map import (WeightMismatchError, detect_naming, hf_to_params, params_to_hf, rules_for)
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.backbones.recipe import recipe_state_dict
+from jsplade.backbones.weight_map import (WeightMismatchError, detect_naming, hf_to_params, params_to_hf, rules_for)
 
 
 def _config(case: str) -> GteConfig:

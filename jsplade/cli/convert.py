@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input or refused destination)."""
     args = build_parser().parse_args(argv)
     quiet_libraries()
-    from jsplade.config import ConfigError
-    from jsplade.convert import to_hf, to_jax
+    from jsplade.backbones.gte_config import ConfigError
+    from jsplade.checkpoints.convert import to_hf, to_jax
 
     bar = _ByteBar()
     try:

@@ -1,7 +1,7 @@
 """The main job (``make demo``): train a small GTE sparse encoder from scratch on generated LIMIT-style
 pairs, index and evaluate it on LIMIT-small and LIMIT (rebuilt 50k corpus) next to BM25 and the
 published v3-gte numbers; write results JSON, a recall@k plot and the model (sentence-transformers
-directory) under --out. See ``jsplade.limit_demo``.
+directory) under --out. See ``jsplade.limit.demo``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
 
-    from jsplade.limit_demo import DemoSettings, report, run_demo
+    from jsplade.limit.demo import DemoSettings, report, run_demo
 
     settings = DemoSettings.quick_settings(args.out) if args.quick else DemoSettings(out_dir=args.out)
     if args.steps is not None:

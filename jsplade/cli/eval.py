@@ -145,15 +145,15 @@ class EvalTask:
     path: str
     n_queries_in_file: int
     n_documents: int
-    evaluator: Any  # jsplade.evaluation.SparseIREvaluator
+    evaluator: Any  # jsplade.retrieval.evaluation.SparseIREvaluator
 
 
 def make_task(name: str, path: str, split: str, on_unknown: str, k_values: Sequence[int], batch_size: int,
               max_active_dims: int | None, max_queries: int | None, show_progress_bar: bool | None,
               corpus_chunk_size: int = 50000) -> EvalTask:
     """Load a data set folder and build its evaluator (all cut-offs = ``k_values``)."""
-    from jsplade.beir import load_beir
-    from jsplade.evaluation import SparseIREvaluator
+    from jsplade.retrieval.beir import load_beir
+    from jsplade.retrieval.evaluation import SparseIREvaluator
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -177,8 +177,8 @@ def make_task(name: str, path: str, split: str, on_unknown: str, k_values: Seque
 def evaluate_bm25(evaluator: Any, show_progress: bool) -> dict[str, float]:
     """BM25 metrics (keys ``bm25_<metric>@k``) over the evaluator's queries, corpus and cut-offs."""
     import bm25s  # noqa: F401 - imported first: its import sets the "bm25s" logger to DEBUG
-    from jsplade.bm25 import BM25Retriever
-    from jsplade.evaluation import evaluate_rankings
+    from jsplade.retrieval.bm25 import BM25Retriever
+    from jsplade.retrieval.evaluation import evaluate_rankings
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     retriever = BM25Retriever(evaluator.corpus, show_progress=show_progress)
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             seconds[task.name][BM25_SYSTEM] = round(time.perf_counter() - t0, 3)
     elapsed = time.perf_counter() - started
 
-    from jsplade.evaluation import format_table
+    from jsplade.retrieval.evaluation import format_table
 
     rows = table_metrics(k_values, with_stats=use_model)
     for task in tasks:
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(results[task.name], rows))
     if output is not None:
         from jsplade import __version__
-        from jsplade.evaluation import write_results_json
+        from jsplade.retrieval.evaluation import write_results_json
 
         metadata = {
             "program": PROG, "jsplade_version": __version__, "model": model_spec if use_model else None,

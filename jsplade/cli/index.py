@@ -8,9 +8,9 @@
 
 MODEL is a sentence-transformers SparseEncoder directory, a jsplade checkpoint directory or a hub id.
 CORPUS is a BEIR-format folder (its corpus.jsonl[.gz] is read) or a corpus .jsonl[.gz] file
-(``_id``, optional ``title``, ``text``; title and text are joined as in ``jsplade.beir``).
+(``_id``, optional ``title``, ``text``; title and text are joined as in ``jsplade.retrieval.beir``).
 
-The index (``jsplade.index.SparseIndex``) holds the document vectors and ids; next to it, ``OUT.npz.json``
+The index (``jsplade.retrieval.index.SparseIndex``) holds the document vectors and ids; next to it, ``OUT.npz.json``
 records the model and the corpus files it was built from, so that ``search`` can show text snippets and
 ``add`` reuses the build's --max-active-dims. ``search`` prints, per query, the ranked documents (id, score,
 snippet when the corpus is known); ``--json`` prints the same as JSON. ``export-opensearch`` writes an
@@ -41,14 +41,14 @@ SNIPPET_CHARS = 100
 
 def load_encoder(spec: str) -> Any:
     """``SparseEncoder.load(spec)``: a SparseEncoder directory, a jsplade checkpoint directory or a hub id."""
-    from jsplade.encoder import SparseEncoder
+    from jsplade.splade.encoder import SparseEncoder
 
     return SparseEncoder.load(spec)
 
 
 def read_corpus(path: str | Path) -> dict[str, str]:
     """id -> text of a BEIR folder's corpus.jsonl[.gz] or of a corpus .jsonl[.gz] file, in file order."""
-    from jsplade.beir import _read_corpus, find_data_file
+    from jsplade.retrieval.beir import _read_corpus, find_data_file
 
     path = Path(path)
     if path.is_dir():
@@ -101,7 +101,7 @@ def read_manifest(index_path: Path, n_documents: int) -> dict[str, Any] | None:
 def write_manifest(index_path: Path, model: str, max_active_dims: int | None, corpora: list[dict[str, Any]],
                    n_documents: int) -> None:
     """Write the manifest (model, --max-active-dims, corpus files with their document counts), atomically."""
-    from jsplade.io_utils import atomic_write_json
+    from jsplade.files import atomic_write_json
 
     atomic_write_json(manifest_path(index_path), {
         "format": MANIFEST_FORMAT, "model": model, "max_active_dims": max_active_dims,
@@ -157,7 +157,7 @@ def _check_new_output(path: Path, overwrite: bool, what: str) -> None:
 
 
 def _load_index(path: Path) -> Any:
-    from jsplade.index import SparseIndex
+    from jsplade.retrieval.index import SparseIndex
 
     return SparseIndex.load(path)
 
@@ -176,7 +176,7 @@ def _warn_model(manifest: dict[str, Any] | None, model: str) -> None:
 
 def cmd_build(args: argparse.Namespace) -> str:
     """Encode a corpus and write a new index (+ manifest); returns the summary line."""
-    from jsplade.index import SparseIndex
+    from jsplade.retrieval.index import SparseIndex
 
     out = Path(args.out)
     _check_new_output(out, args.overwrite, "index (.npz)")
@@ -268,7 +268,7 @@ def cmd_search(args: argparse.Namespace) -> str:
 
 def cmd_export(args: argparse.Namespace) -> str:
     """Write the bulk ndjson, the mapping and optional query bodies; returns the summary line."""
-    from jsplade.opensearch_export import query_body, write_bulk_ndjson, write_index_mapping
+    from jsplade.retrieval.opensearch import query_body, write_bulk_ndjson, write_index_mapping
 
     out = Path(args.out)
     stem = out.name[:-len(".ndjson")] if out.name.endswith(".ndjson") and out.name != ".ndjson" else out.name
@@ -306,7 +306,7 @@ def cmd_export(args: argparse.Namespace) -> str:
     write_index_mapping(mapping, field=args.field, text_field=args.text_field)
     written = [str(out), str(mapping)]
     if args.query:
-        from jsplade.io_utils import atomic_write_json
+        from jsplade.files import atomic_write_json
 
         q = encoder.encode_query(list(args.query), max_active_dims=args.max_active_dims)
         bodies = [{"query": text, "body": query_body(q[i], encoder.tokenizer, field=args.field, size=args.size,

@@ -2,7 +2,7 @@
 
     jsplade-train CONFIG.toml [--base-model DIR_OR_HUB_ID] [--output-dir DIR] [--set key=value ...]
 
-Every setting is documented in ``jsplade.train_config.TrainConfig``; ``--set`` overrides any of them
+Every setting is documented in ``jsplade.training.config.TrainConfig``; ``--set`` overrides any of them
 (values parsed as TOML: numbers, booleans, strings, lists). Errors in the config or the data are reported
 before any compute, with exit code 2.
 """
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count())
 
-    from jsplade.train_config import TrainConfig
+    from jsplade.training.config import TrainConfig
 
     try:
         overrides = _parse_set(args.set)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir:
             overrides["output_dir"] = args.output_dir
         config = TrainConfig.from_file(args.config, overrides)
-        from jsplade.trainer import Trainer
+        from jsplade.training.trainer import Trainer
 
         trainer = Trainer(config)
     except (ValueError, TypeError, FileNotFoundError) as exc:

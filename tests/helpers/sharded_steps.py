@@ -10,16 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jsplade import sharding
-from jsplade.config import GteConfig
-from jsplade.hf_checkpoint import mlm_from_params
-from jsplade.optim import make_optimizer
-from jsplade.params import flat_state_dict
-from jsplade.recipe import recipe_state_dict
-from jsplade.splade_model import SpladeModel
-from jsplade.static_embedding import StaticQueryEmbedding
-from jsplade.trainer import StepSettings, make_train_step
-from jsplade.weight_map import hf_to_params
+from jsplade.training import sharding
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.checkpoints.hf_folder import mlm_from_params
+from jsplade.training.optim import make_optimizer
+from jsplade.backbones.params import flat_state_dict
+from jsplade.backbones.recipe import recipe_state_dict
+from jsplade.splade.model import SpladeModel
+from jsplade.splade.static_embedding import StaticQueryEmbedding
+from jsplade.training.trainer import StepSettings, make_train_step
+from jsplade.backbones.weight_map import hf_to_params
 
 CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "sparse_encoder" / "model" / "config.json"
 SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambda_d=3e-3, lambda_q=5e-3,

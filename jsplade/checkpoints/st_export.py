@@ -1,0 +1,426 @@
+"""Writing a jsplade ``SparseEncoder`` (or a bare GTE MLM) as a directory the PyTorch tools load.
+
+Two layouts (sparse_encoder_format.md §2.1), both in the sentence-transformers **5.x dialect** (5.x type
+strings and config keys, all four tokenizer files), which ST 5.x and 6.x both read:
+
+* ``layout="st"``: what ``SparseEncoder.save`` writes — the transformer in ``document_0_MLMTransformer/``
+  with its ``sentence_bert_config.json``.
+* ``layout="opensearch"``: the OpenSearch hub layout — the transformer's files in the root (Router key
+  ``""``), plus ``idf.json`` and ``query_token_weights.txt`` regenerated from the current static weights.
+
+Weight names: ``naming="new"`` writes new-impl's ``NewForMaskedLM`` config (``model_type`` new + the
+original ``auto_map``; ST then needs ``trust_remote_code=True``); ``naming="gte"`` writes transformers'
+native ``GteForMaskedLM`` config and names, which ST loads without remote code. The tied decoder weight
+is never stored. Everything is prepared in memory and checked first, then written into a temporary sibling
+directory that is renamed onto ``dst`` only when complete (``jsplade.files.atomic_directory``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.checkpoints.hf_folder import save_mlm
+from jsplade.files import atomic_directory, atomic_write_text
+from jsplade.backbones.params import flat_params
+from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.backbones.tokenizer import WordPieceTokenizer
+from jsplade.backbones.weight_map import NAMINGS, rules_for
+
+LAYOUTS = ("st", "opensearch")
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size (5 GB): v3-gte stays one file
+
+# Sub-folders / module ids of the Router (module id == sub-folder name; "" is the Router's own folder).
+QUERY_MODULE = "query_0_SparseStaticEmbedding"
+ST_DOCUMENT_MODULE = "document_0_MLMTransformer"
+POOLING_MODULE = "document_1_SpladePooling"
+
+# sentence-transformers 5.x type strings (module file + class); jsplade.checkpoints.st_format reads them as dialect "st5".
+ROUTER_TYPE = "sentence_transformers.models.Router"
+STATIC_TYPE = "sentence_transformers.sparse_encoder.models.SparseStaticEmbedding.SparseStaticEmbedding"
+MLM_TYPE = "sentence_transformers.sparse_encoder.models.MLMTransformer.MLMTransformer"
+POOLING_TYPE = "sentence_transformers.sparse_encoder.models.SpladePooling.SpladePooling"
+
+# ``__version__`` of config_sentence_transformers.json: the versions whose file format this writer
+# reproduces (the 5.x dialect), so that any ST >= 5.1.2 loads the folder without a version warning.
+DIALECT_VERSIONS = {"sentence_transformers": "5.1.2", "transformers": "4.57.6", "pytorch": "2.13.0+cpu"}
+
+IDF_FILE = "idf.json"
+QUERY_TOKEN_WEIGHTS_FILE = "query_token_weights.txt"
+
+Progress = Callable[[int, int], None]  # (bytes of weights written so far, total bytes of weights)
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What a conversion wrote: the directory, a one-line description, every file with its size
+    (relative path, bytes; sorted), the number of stored tensors and of parameters (the tied decoder
+    weight counted once, the static query weight included)."""
+
+    path: Path
+    description: str
+    files: tuple[tuple[str, int], ...]
+    n_tensors: int
+    n_parameters: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    def format(self) -> str:
+        """A human-readable report: header line, one line per file, totals."""
+        width = max((len(name) for name, _ in self.files), default=4)
+        lines = [f"wrote {self.path}: {self.description}"]
+        lines += [f"  {name:<{width}}  {_human_bytes(size):>10}" for name, size in self.files]
+        lines.append(f"  {len(self.files)} files, {_human_bytes(self.total_bytes)}; "
+                     f"{self.n_tensors} tensors, {self.n_parameters:,} parameters")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- public API
+def export_sparse_encoder(encoder, dst: str | Path, *, layout: str = "st", naming: str = "new",
+                          overwrite: bool = False, max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES,
+                          model_card_metrics: Mapping[str, Any] | None = None,
+                          progress: Progress | None = None) -> ExportSummary:
+    """Write ``encoder`` (a ``jsplade.SparseEncoder``) to ``dst`` as a sentence-transformers directory.
+
+    ``layout`` "st" | "opensearch", ``naming`` "new" | "gte" (module docstring). ``max_shard_bytes``: larger
+    document weights are split into ``model-0000i-of-0000n.safetensors`` + index (``None`` = never).
+    ``model_card_metrics``: {name: value} shown as a table in README.md. ``progress(done, total)`` is called
+    with the bytes of weights written. An existing ``dst`` is refused unless ``overwrite``; every check
+    (arguments, vocabulary sizes, whether the config can be written in ``naming``) runs before anything is
+    written. Returns an ``ExportSummary``.
+    """
+    from jsplade.splade.encoder import SparseEncoder
+
+    if not isinstance(encoder, SparseEncoder):
+        raise TypeError(f"encoder must be a jsplade.SparseEncoder, got {type(encoder).__name__}")
+    dst = _check_dst(dst)
+    check_choice(layout, LAYOUTS, "layout")
+    check_choice(naming, NAMINGS, "naming")
+    max_shard_bytes = _check_shard_bytes(max_shard_bytes)
+    metrics = _check_metrics(model_card_metrics)
+    _check_progress(progress)
+    _refuse_existing(dst, overwrite)
+
+    mlm = encoder.model.mlm
+    config: GteConfig = mlm.config
+    weight_V = np.ascontiguousarray(np.asarray(encoder.query_weights, dtype=np.float32))
+    _check_vocab(config, weight_V, encoder.document_tokenizer, encoder.query_tokenizer)
+    config.to_hf_dict(naming)  # raises ConfigError now if naming "gte" cannot express this config
+    tokens = _tokens_by_id(encoder.query_tokenizer, weight_V.shape[0]) if layout == "opensearch" else None
+
+    vocab = config.vocab_size
+    doc_module = "" if layout == "opensearch" else ST_DOCUMENT_MODULE
+    texts: dict[str, str] = {
+        "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}], 2),
+        "config_sentence_transformers.json": _json(_st_config(encoder), 2),
+        "router_config.json": _json(_router_config(doc_module), 4),
+        f"{QUERY_MODULE}/config.json": _json({"frozen": False}, 4),
+        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": encoder.model.pooling_strategy,
+                                                "activation_function": encoder.model.activation,
+                                                "word_embedding_dimension": vocab}, 4),
+    }
+    sbert = _json({"max_seq_length": int(encoder.max_seq_length), "do_lower_case": False}, 4)
+    if layout == "st":
+        texts[f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json"] = sbert
+    else:
+        if encoder.max_seq_length != _implied_max_length(config, encoder.document_tokenizer):
+            # The hub layout has no sentence_bert_config.json; keep a non-default length explicit.
+            texts["sentence_bert_config.json"] = sbert
+        texts[IDF_FILE] = json.dumps({t: float(w) for t, w in zip(tokens, weight_V)}, ensure_ascii=False)
+        texts[QUERY_TOKEN_WEIGHTS_FILE] = "".join(f"{t}\t{float(w)}\n" for t, w in zip(tokens, weight_V))
+    n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+    n_tensors = sum(len(rule.hf) for rule in rules_for(config, naming)) + 1
+    texts["README.md"] = _model_card(encoder, dst.name, layout, naming, n_doc_params, metrics)
+
+    total = sum(int(np.prod(v.shape)) * 4 for v in flat_params(mlm).values()) + weight_V.nbytes
+    counter = _ByteCounter(progress, total)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        doc_dir = tmp / doc_module if doc_module else tmp
+        save_mlm(mlm, doc_dir, naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        encoder.document_tokenizer.save(doc_dir)
+        (tmp / QUERY_MODULE).mkdir()
+        write_safetensors(tmp / QUERY_MODULE / "model.safetensors", {"weight": weight_V}, progress=counter)
+        encoder.query_tokenizer.save(tmp / QUERY_MODULE)
+        (tmp / POOLING_MODULE).mkdir()
+        for rel, text in texts.items():
+            atomic_write_text(tmp / rel, text)
+        files = _list_files(tmp)
+    where = "transformer in the root (OpenSearch hub layout)" if layout == "opensearch" else \
+        f"transformer in {ST_DOCUMENT_MODULE}/ (sentence-transformers layout)"
+    return ExportSummary(dst, f"sentence-transformers SparseEncoder, {where}, {_NAMING_WORDS[naming]} weights",
+                         files, n_tensors, n_doc_params + vocab)
+
+
+def export_mlm(mlm, dst: str | Path, naming: str = "new", tokenizer: WordPieceTokenizer | None = None, *,
+               overwrite: bool = False, max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES,
+               progress: Progress | None = None) -> ExportSummary:
+    """Write a bare ``GteForMaskedLM`` as a Hugging Face model folder (``config.json`` + safetensors, and
+    the tokenizer files when ``tokenizer`` is given), atomically, like ``export_sparse_encoder``."""
+    from jsplade.backbones.gte import GteForMaskedLM
+
+    if not isinstance(mlm, GteForMaskedLM):
+        raise TypeError(f"mlm must be a jsplade GteForMaskedLM, got {type(mlm).__name__}")
+    if tokenizer is not None and not isinstance(tokenizer, WordPieceTokenizer):
+        raise TypeError(f"tokenizer must be a jsplade WordPieceTokenizer or None, got {type(tokenizer).__name__}")
+    dst = _check_dst(dst)
+    check_choice(naming, NAMINGS, "naming")
+    max_shard_bytes = _check_shard_bytes(max_shard_bytes)
+    _check_progress(progress)
+    _refuse_existing(dst, overwrite)
+    config: GteConfig = mlm.config
+    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"vocabulary sizes disagree: the model's vocab_size is {config.vocab_size}, "
+                         f"the tokenizer has {tokenizer.vocab_size} tokens")
+    config.to_hf_dict(naming)
+    sizes = [int(np.prod(v.shape)) for v in flat_params(mlm).values()]
+    counter = _ByteCounter(progress, 4 * sum(sizes))
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        save_mlm(mlm, tmp, naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        files = _list_files(tmp)
+    return ExportSummary(dst, f"Hugging Face masked-LM folder, {_NAMING_WORDS[naming]} weights", files,
+                         sum(len(rule.hf) for rule in rules_for(config, naming)), sum(sizes))
+
+
+def list_files(folder: str | Path) -> tuple[tuple[str, int], ...]:
+    """(relative path, size in bytes) of every file under ``folder``, sorted by path."""
+    return _list_files(Path(folder))
+
+
+# ----------------------------------------------------------------------------- checks
+_NAMING_WORDS = {"new": "new-impl (NewForMaskedLM, remote code)", "gte": "native transformers GteForMaskedLM"}
+
+
+def _check_dst(dst: Any) -> Path:
+    if not isinstance(dst, (str, Path)) or str(dst) == "":
+        raise TypeError(f"dst must be a non-empty str or Path, got {dst!r}")
+    return Path(dst)
+
+
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    """ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_shard_bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"max_shard_bytes must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+def _check_progress(progress: Any) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable(done_bytes, total_bytes) or None, got {type(progress).__name__}")
+
+
+def _check_metrics(metrics: Any) -> dict[str, Any]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"model_card_metrics must be a mapping of name -> value, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"model_card_metrics keys must be strings, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+            raise TypeError(f"model_card_metrics[{key!r}] must be a number or a string, got {type(value).__name__}")
+    return dict(metrics)
+
+
+def _refuse_existing(dst: Path, overwrite: bool) -> None:
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if (dst.exists() or dst.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
+    if dst.exists() and not dst.is_dir():
+        raise FileExistsError(f"{dst}: destination exists and is not a directory; refusing to replace it")
+
+
+def _check_vocab(config: GteConfig, weight_V: np.ndarray, doc_tok: WordPieceTokenizer,
+                 query_tok: WordPieceTokenizer) -> None:
+    sizes = {"config vocab_size": config.vocab_size, "static query weight": int(weight_V.shape[0]),
+             "document tokenizer": doc_tok.vocab_size, "query tokenizer": query_tok.vocab_size}
+    if len(set(sizes.values())) != 1:
+        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                         + "; all must be equal")
+    if weight_V.ndim != 1 or not np.all(np.isfinite(weight_V)):
+        raise ValueError("the static query weight must be a finite 1-D vector")
+
+
+def _tokens_by_id(tokenizer: WordPieceTokenizer, size: int) -> list[str]:
+    tokens = [tokenizer.id_to_token(i) for i in range(size)]
+    missing = [i for i, t in enumerate(tokens) if t is None]
+    if missing:
+        raise ValueError(f"the query tokenizer has no token for ids {missing[:5]}; idf.json needs ids 0..{size - 1}")
+    return tokens  # type: ignore[return-value]
+
+
+def _implied_max_length(config: GteConfig, tokenizer: WordPieceTokenizer) -> int:
+    """Document length ST uses without sentence_bert_config.json (min of model and tokenizer limits)."""
+    known = [config.max_position_embeddings]
+    if tokenizer.model_max_length is not None:
+        known.append(tokenizer.model_max_length)
+    return min(known)
+
+
+# ----------------------------------------------------------------------------- file contents
+def _json(obj: Any, indent: int) -> str:
+    """JSON as sentence-transformers writes it (``json.dump`` with an indent, ASCII, no final newline)."""
+    return json.dumps(obj, indent=indent)
+
+
+def _st_config(encoder) -> dict[str, Any]:
+    prompts = dict(encoder.prompts) if encoder.prompts else {"query": "", "document": ""}
+    out: dict[str, Any] = {"model_type": "SparseEncoder", "__version__": dict(DIALECT_VERSIONS),
+                           "prompts": prompts, "default_prompt_name": encoder.default_prompt_name,
+                           "similarity_fn_name": encoder.similarity_fn_name}
+    if encoder.max_active_dims is not None:
+        out["max_active_dims"] = int(encoder.max_active_dims)  # read by ST 6.x; ignored by 5.x
+    return out
+
+
+def _router_config(doc_module: str) -> dict[str, Any]:
+    return {
+        "types": {QUERY_MODULE: STATIC_TYPE, doc_module: MLM_TYPE, POOLING_MODULE: POOLING_TYPE},
+        "structure": {"query": [QUERY_MODULE], "document": [doc_module, POOLING_MODULE]},
+        "parameters": {"default_route": "document", "allow_empty_key": True},
+    }
+
+
+def _model_card(encoder, name: str, layout: str, naming: str, n_doc_params: int,
+                metrics: Mapping[str, Any]) -> str:
+    cfg: GteConfig = encoder.model.mlm.config
+    vocab = cfg.vocab_size
+    if cfg.rope_scaling is None:
+        rope = f"rotary (base {cfg.rope_theta:g})"
+    else:
+        rope = f"rotary (base {cfg.rope_theta:g}, NTK scaling factor {cfg.ntk_factor:g})"
+    remote = naming == "new"
+    load_args = '"path/to/this/folder", trust_remote_code=True' if remote else '"path/to/this/folder"'
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: feature-extraction",
+        "tags:",
+        "- sentence-transformers",
+        "- sparse-encoder",
+        "- sparse",
+        "- splade",
+        "- asymmetric",
+        "- inference-free",
+        "- jsplade",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "A learned sparse retrieval model of the inference-free kind (OpenSearch neural sparse style), "
+        "saved by jsplade in the sentence-transformers `SparseEncoder` format.",
+        "",
+        f"* **Documents** run through a GTE masked-language model; its vocabulary logits are pooled over the "
+        f"tokens ({encoder.model.pooling_strategy} pooling, activation `{encoder.model.activation}`) into one "
+        f"{vocab}-dimensional sparse vector per document, one dimension per WordPiece token.",
+        "* **Queries** need no model: every distinct query token contributes its own learned weight "
+        "(a static per-token weight vector), so encoding a query is a table lookup.",
+        f"* **Score** = `{encoder.similarity_fn_name}` product of the query and document vectors.",
+        "",
+        "## Architecture",
+        "",
+        "| part | value |",
+        "|---|---|",
+        f"| document encoder | GTE, {cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, "
+        f"{cfg.num_attention_heads} attention heads, GLU width {cfg.intermediate_size} |",
+        f"| positions | {rope} |",
+        f"| max document length | {encoder.max_seq_length} tokens |",
+        f"| vocabulary / output dimension | {vocab} |",
+        f"| parameters | {n_doc_params:,} in the document model (decoder tied to the word embeddings) "
+        f"+ {vocab:,} static query weights |",
+        "| weight names | " + ("new-impl `NewForMaskedLM` (`model_type` new, remote code Alibaba-NLP/new-impl)"
+                               if remote else "transformers' native `GteForMaskedLM` (`model_type` gte)") + " |",
+        "| layout | " + ("OpenSearch hub layout (transformer files in the root)" if layout == "opensearch"
+                         else "sentence-transformers layout (transformer in `document_0_MLMTransformer/`)") + " |",
+        "",
+    ]
+    if metrics:
+        lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
+        for key, value in metrics.items():
+            shown = f"{float(value):.6g}" if isinstance(value, (float, np.floating)) else str(value)
+            lines.append(f"| {key} | {shown} |")
+        lines.append("")
+    lines += [
+        "## Usage",
+        "",
+        "With sentence-transformers (5.x or 6.x):",
+        "",
+        "```python",
+        "from sentence_transformers import SparseEncoder",
+        "",
+        f"model = SparseEncoder({load_args})",
+        'queries = model.encode_query(["what is a sparse retriever?"])',
+        'documents = model.encode_document(["Sparse retrievers score documents by weighted token overlap."])',
+        "print(model.similarity(queries, documents))",
+        "```",
+        "",
+    ]
+    if remote:
+        lines += ["`trust_remote_code=True` is needed because the config names the remote GTE code; "
+                  "`jsplade-convert to-hf --naming gte` writes a folder that transformers loads natively.", ""]
+    lines += [
+        "With jsplade (JAX):",
+        "",
+        "```python",
+        "from jsplade import SparseEncoder",
+        "",
+        'encoder = SparseEncoder.from_pretrained("path/to/this/folder")',
+        'q = encoder.encode_query(["what is a sparse retriever?"])',
+        'd = encoder.encode_document(["Sparse retrievers score documents by weighted token overlap."])',
+        "print(encoder.similarity(q, d))",
+        "```",
+        "",
+    ]
+    if layout == "opensearch":
+        lines += [f"`{IDF_FILE}` and `{QUERY_TOKEN_WEIGHTS_FILE}` were regenerated from the static query weights "
+                  f"stored in `{QUERY_MODULE}/model.safetensors`, so OpenSearch-side consumers see the same values.",
+                  ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+class _ByteCounter:
+    """Turns per-write byte counts into ``progress(done, total)`` calls."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.done = progress, int(total), 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.done += int(nbytes)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _list_files(folder: Path) -> tuple[tuple[str, int], ...]:
+    out = []
+    for root, _, names in os.walk(folder):
+        for n in names:
+            p = Path(root) / n
+            out.append((p.relative_to(folder).as_posix(), p.stat().st_size))
+    return tuple(sorted(out))
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
