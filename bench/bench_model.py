@@ -18,11 +18,11 @@ FIXTURE_MODEL = REPO / "tests" / "fixtures" / "sparse_encoder" / "model_st_nativ
 
 def build_bench_model(dst: Path, num_layers: int = 12, seed: int = 1234) -> Path:
     """Write the model once (idempotent: an existing complete directory is reused)."""
+    from jsplade.backbones.gte import GTE
     from jsplade.backbones.gte_config import v3_gte_config
+    from jsplade.backbones.recipe import recipe_state_dict
     from jsplade.checkpoints.hf_folder import mlm_from_params, save_mlm
     from jsplade.files import atomic_directory
-    from jsplade.backbones.recipe import recipe_state_dict
-    from jsplade.backbones.weight_map import hf_to_params
 
     dst = Path(dst)
     marker = dst / "bench_model.json"
@@ -33,7 +33,7 @@ def build_bench_model(dst: Path, num_layers: int = 12, seed: int = 1234) -> Path
         shutil.copytree(FIXTURE_MODEL, tmp, dirs_exist_ok=True)
         doc = tmp / "document_0_MLMTransformer"
         (doc / "model.safetensors").unlink()
-        mlm = mlm_from_params(config, hf_to_params(recipe_state_dict(config, seed), config))
+        mlm = mlm_from_params(config, GTE.hf_to_params(recipe_state_dict(config, seed), config))
         save_mlm(mlm, doc, naming="gte")
         (tmp / "bench_model.json").write_text(json.dumps({"num_layers": num_layers, "seed": seed}))
     return dst

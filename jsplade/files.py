@@ -3,6 +3,8 @@
 Every writer goes through a temporary sibling (same directory, so the final ``os.replace`` is a rename
 on one file system), flushes and fsyncs it, then renames it into place: a reader never sees a half
 written file, and a failure leaves the destination as it was and removes the temporary.
+
+May import: nothing.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jsplade.backbones.layers.activations import SUPPORTED_ACTIVATIONS
+from jsplade.backbones.layers.rope import RotarySpec
+from jsplade.backbones.protocol import ConfigError
 from jsplade.files import read_json_object
-
-# Activation names accepted for ``hidden_act`` (HF spellings).
-SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 
 # Keys of NewConfig that the model reads; everything else in a config.json is carried in ``extra``.
 _NEW_FIELDS = (
@@ -61,10 +61,6 @@ NEW_IMPL_AUTO_MAP = {
     "AutoModelForSequenceClassification": "Alibaba-NLP/new-impl--modeling.NewForSequenceClassification",
     "AutoModelForTokenClassification": "Alibaba-NLP/new-impl--modeling.NewForTokenClassification",
 }
-
-
-class ConfigError(ValueError):
-    """A config.json that jsplade cannot represent exactly."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +116,21 @@ class GteConfig:
             return None
         b = self.rope_scaling.get("mixed_b")
         return None if b is None else float(b)
+
+    @property
+    def rotary(self) -> RotarySpec:
+        """What the rotary tables depend on (``jsplade.backbones.layers.rope``)."""
+        return RotarySpec(self.head_dim, float(self.rope_theta), self.ntk_factor, self.ntk_mixed_b)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(part, value) rows of the architecture, for model cards."""
+        if self.rope_scaling is None:
+            rope = f"rotary (base {self.rope_theta:g})"
+        else:
+            rope = f"rotary (base {self.rope_theta:g}, NTK scaling factor {self.ntk_factor:g})"
+        return [("document encoder", f"GTE, {self.num_hidden_layers} layers, hidden size {self.hidden_size}, "
+                                     f"{self.num_attention_heads} attention heads, GLU width {self.intermediate_size}"),
+                ("positions", rope)]
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -264,8 +275,9 @@ class GteConfig:
         extra.pop("tie_word_embeddings", None)
         return cls(**kwargs, extra=extra)
 
-    def to_hf_dict(self, naming: str = "new") -> dict[str, Any]:
-        """The config.json object for ``naming`` ``"new"`` (remote code) or ``"gte"`` (native)."""
+    def to_hf_dict(self, naming: str | None = None) -> dict[str, Any]:
+        """The config.json object for ``naming`` ``"new"`` (remote code; the default) or ``"gte"`` (native)."""
+        naming = "new" if naming is None else naming
         if naming == "new":
             out = {k: v for k, v in self.extra.items() if k != "model_type"}
             for k in _NEW_FIELDS:
@@ -336,7 +348,7 @@ class GteConfig:
         raw = read_json_object(path, what="HF model config")
         return cls.from_hf_dict(raw, source=str(path))
 
-    def to_json_string(self, naming: str = "new") -> str:
+    def to_json_string(self, naming: str | None = None) -> str:
         return json.dumps(self.to_hf_dict(naming), indent=2, sort_keys=False) + "\n"
 
     def replace(self, **changes: Any) -> GteConfig:

@@ -78,3 +78,8 @@ def build_with_params(constructor: Callable[[], nnx.Module], values: Mapping[str
     if extra:
         raise ValueError(f"unexpected parameters: {extra[:8]}")
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def count_parameters(model: nnx.Module) -> int:
+    """Unique trainable parameters (a tied decoder weight is not a parameter of its own, so counted once)."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))

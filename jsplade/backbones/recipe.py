@@ -9,18 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from jsplade.backbones.gte_config import GteConfig
-from jsplade.backbones.weight_map import hf_shapes, rules_for
+from jsplade.backbones.gte import GTE
 
 _NORM_WEIGHT_SUFFIXES = ("LayerNorm.weight", "attn_ln.weight", "mlp_ln.weight", "lm_head.norm.weight")
 
 
 def recipe_shapes(config: GteConfig) -> dict[str, tuple[int, ...]]:
     """New-impl key → shape, exactly the keys the reference checkpoint stores."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for rule in rules_for(config, "new"):
-        for key, shape in zip(rule.hf, hf_shapes(rule, config)):
-            shapes[key] = shape
-    return shapes
+    return GTE.hf_shapes(config, "new")
 
 
 def recipe_state_dict(config: GteConfig, seed: int) -> dict[str, np.ndarray]:

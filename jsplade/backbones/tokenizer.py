@@ -393,6 +393,23 @@ class WordPieceTokenizer:
             limit = self.model_max_length
         return [np.asarray(ids if limit is None else ids[:limit], dtype=np.int32) for ids in self._pieces(texts)]
 
+    def __call__(self, texts: list[str], max_length: int | None = None) -> dict[str, np.ndarray]:
+        """A padded batch as a Hugging Face tokenizer returns one (``padding=True, truncation=True``):
+        ``input_ids`` (padded with the pad token) and ``attention_mask``, int32 [B, longest text], each text
+        with the special tokens and at most ``max_length`` tokens (default ``model_max_length``, else 512)."""
+        texts = validate_texts(texts, "texts")
+        limit = _check_length(max_length, "max_length", True)
+        if limit is None:
+            limit = self.model_max_length or 512
+        rows, _ = self.encode_documents(texts, limit)
+        length = max((len(r) for r in rows), default=0)
+        input_ids = np.full((len(rows), length), self.pad_token_id, np.int32)
+        attention_mask = np.zeros((len(rows), length), np.int32)
+        for b, row in enumerate(rows):
+            input_ids[b, :len(row)] = row
+            attention_mask[b, :len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
     def encode_documents(self, texts: list[str], max_length: int) -> tuple[list[np.ndarray], int]:
         """(token ids (int32) per text with the special tokens, number of texts that were truncated).
 

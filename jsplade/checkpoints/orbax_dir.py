@@ -26,6 +26,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jsplade.files import atomic_write_json
+
 FORMAT = "jsplade-checkpoint"
 VERSION = 1
 META_FILE = "jsplade_model.json"
@@ -54,8 +56,6 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
 
 
 def write_meta(run_dir: str | Path, meta: Mapping[str, Any]) -> None:
-    from jsplade.files import atomic_write_json
-
     body = {"format": FORMAT, "version": VERSION, **{k: v for k, v in meta.items() if k not in ("format", "version")}}
     atomic_write_json(Path(run_dir) / META_FILE, body)
 

@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 import ml_dtypes
 import numpy as np
 
+from jsplade.files import atomic_write_json
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
@@ -187,8 +189,6 @@ def write_weights_dir(folder: str | Path, tensors: Mapping[str, np.ndarray], *, 
         weight_map.update({k: fname for k in shard})
         paths.append(folder / fname)
     index = {"metadata": {"total_size": int(total)}, "weight_map": dict(sorted(weight_map.items()))}
-    from jsplade.files import atomic_write_json
-
     atomic_write_json(folder / INDEX_NAME, index)
     paths.append(folder / INDEX_NAME)
     return paths

@@ -25,13 +25,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from jsplade.backbones.gte_config import GteConfig
-from jsplade.checkpoints.hf_folder import save_mlm
-from jsplade.files import atomic_directory, atomic_write_text
 from jsplade.backbones.params import flat_params
-from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.backbones.protocol import BackboneConfig, MaskedLM
+from jsplade.backbones.registry import backbone_of
 from jsplade.backbones.tokenizer import WordPieceTokenizer
-from jsplade.backbones.weight_map import NAMINGS, rules_for
+from jsplade.checkpoints.hf_folder import save_mlm
+from jsplade.checkpoints.parts import EncoderParts
+from jsplade.checkpoints.safetensors_io import write_safetensors
+from jsplade.files import atomic_directory, atomic_write_text
 
 LAYOUTS = ("st", "opensearch")
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size (5 GB): v3-gte stays one file
@@ -84,98 +85,100 @@ class ExportSummary:
 
 
 # ----------------------------------------------------------------------------- public API
-def export_sparse_encoder(encoder, dst: str | Path, *, layout: str = "st", naming: str = "new",
-                          overwrite: bool = False, max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES,
-                          model_card_metrics: Mapping[str, Any] | None = None,
-                          progress: Progress | None = None) -> ExportSummary:
-    """Write ``encoder`` (a ``jsplade.SparseEncoder``) to ``dst`` as a sentence-transformers directory.
+def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = "st", naming: str | None = None,
+                         overwrite: bool = False, max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES,
+                         model_card_metrics: Mapping[str, Any] | None = None,
+                         progress: Progress | None = None) -> ExportSummary:
+    """Write a sparse encoder's ``parts`` to ``dst`` as a sentence-transformers directory
+    (``SparseEncoder.save`` and ``jsplade.export_sparse_encoder`` call this).
 
-    ``layout`` "st" | "opensearch", ``naming`` "new" | "gte" (module docstring). ``max_shard_bytes``: larger
-    document weights are split into ``model-0000i-of-0000n.safetensors`` + index (``None`` = never).
-    ``model_card_metrics``: {name: value} shown as a table in README.md. ``progress(done, total)`` is called
-    with the bytes of weights written. An existing ``dst`` is refused unless ``overwrite``; every check
-    (arguments, vocabulary sizes, whether the config can be written in ``naming``) runs before anything is
-    written. Returns an ``ExportSummary``.
+    ``layout`` "st" | "opensearch", ``naming`` one of the backbone's weight namings (default: its canonical
+    one; GTE: "new" | "gte", module docstring). ``max_shard_bytes``: larger document weights are split into
+    ``model-0000i-of-0000n.safetensors`` + index (``None`` = never). ``model_card_metrics``: {name: value}
+    shown as a table in README.md. ``progress(done, total)`` is called with the bytes of weights written.
+    An existing ``dst`` is refused unless ``overwrite``; every check (arguments, vocabulary sizes, whether
+    the config can be written in ``naming``) runs before anything is written. Returns an ``ExportSummary``.
     """
-    from jsplade.splade.encoder import SparseEncoder
-
-    if not isinstance(encoder, SparseEncoder):
-        raise TypeError(f"encoder must be a jsplade.SparseEncoder, got {type(encoder).__name__}")
+    if not isinstance(parts, EncoderParts):
+        raise TypeError(f"parts must be jsplade EncoderParts, got {type(parts).__name__}")
     dst = _check_dst(dst)
     check_choice(layout, LAYOUTS, "layout")
-    check_choice(naming, NAMINGS, "naming")
+    mlm = parts.mlm
+    family = backbone_of(mlm)
+    naming = family.check_naming(naming)
     max_shard_bytes = _check_shard_bytes(max_shard_bytes)
     metrics = _check_metrics(model_card_metrics)
     _check_progress(progress)
-    _refuse_existing(dst, overwrite)
+    check_overwrite(overwrite)
+    refuse_existing(dst, overwrite)
 
-    mlm = encoder.model.mlm
-    config: GteConfig = mlm.config
-    weight_V = np.ascontiguousarray(np.asarray(encoder.query_weights, dtype=np.float32))
-    _check_vocab(config, weight_V, encoder.document_tokenizer, encoder.query_tokenizer)
-    config.to_hf_dict(naming)  # raises ConfigError now if naming "gte" cannot express this config
-    tokens = _tokens_by_id(encoder.query_tokenizer, weight_V.shape[0]) if layout == "opensearch" else None
+    config = mlm.config
+    weight_V = np.ascontiguousarray(np.asarray(parts.query_weights, dtype=np.float32))
+    _check_vocab(config, weight_V, parts.document_tokenizer, parts.query_tokenizer)
+    config.to_hf_dict(naming)  # raises ConfigError now if the naming cannot express this config
+    tokens = _tokens_by_id(parts.query_tokenizer, weight_V.shape[0]) if layout == "opensearch" else None
 
     vocab = config.vocab_size
     doc_module = "" if layout == "opensearch" else ST_DOCUMENT_MODULE
     texts: dict[str, str] = {
         "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}], 2),
-        "config_sentence_transformers.json": _json(_st_config(encoder), 2),
+        "config_sentence_transformers.json": _json(_st_config(parts), 2),
         "router_config.json": _json(_router_config(doc_module), 4),
         f"{QUERY_MODULE}/config.json": _json({"frozen": False}, 4),
-        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": encoder.model.pooling_strategy,
-                                                "activation_function": encoder.model.activation,
+        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
+                                                "activation_function": parts.activation,
                                                 "word_embedding_dimension": vocab}, 4),
     }
-    sbert = _json({"max_seq_length": int(encoder.max_seq_length), "do_lower_case": False}, 4)
+    sbert = _json({"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4)
     if layout == "st":
         texts[f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json"] = sbert
     else:
-        if encoder.max_seq_length != _implied_max_length(config, encoder.document_tokenizer):
+        if parts.max_seq_length != _implied_max_length(config, parts.document_tokenizer):
             # The hub layout has no sentence_bert_config.json; keep a non-default length explicit.
             texts["sentence_bert_config.json"] = sbert
         texts[IDF_FILE] = json.dumps({t: float(w) for t, w in zip(tokens, weight_V)}, ensure_ascii=False)
         texts[QUERY_TOKEN_WEIGHTS_FILE] = "".join(f"{t}\t{float(w)}\n" for t, w in zip(tokens, weight_V))
     n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
-    n_tensors = sum(len(rule.hf) for rule in rules_for(config, naming)) + 1
-    texts["README.md"] = _model_card(encoder, dst.name, layout, naming, n_doc_params, metrics)
+    n_tensors = family.n_tensors(config, naming) + 1
+    texts["README.md"] = _model_card(parts, dst.name, layout, naming, n_doc_params, metrics)
 
     total = sum(int(np.prod(v.shape)) * 4 for v in flat_params(mlm).values()) + weight_V.nbytes
     counter = _ByteCounter(progress, total)
     with atomic_directory(dst, overwrite=overwrite) as tmp:
         doc_dir = tmp / doc_module if doc_module else tmp
         save_mlm(mlm, doc_dir, naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        encoder.document_tokenizer.save(doc_dir)
+        parts.document_tokenizer.save(doc_dir)
         (tmp / QUERY_MODULE).mkdir()
         write_safetensors(tmp / QUERY_MODULE / "model.safetensors", {"weight": weight_V}, progress=counter)
-        encoder.query_tokenizer.save(tmp / QUERY_MODULE)
+        parts.query_tokenizer.save(tmp / QUERY_MODULE)
         (tmp / POOLING_MODULE).mkdir()
         for rel, text in texts.items():
             atomic_write_text(tmp / rel, text)
         files = _list_files(tmp)
     where = "transformer in the root (OpenSearch hub layout)" if layout == "opensearch" else \
         f"transformer in {ST_DOCUMENT_MODULE}/ (sentence-transformers layout)"
-    return ExportSummary(dst, f"sentence-transformers SparseEncoder, {where}, {_NAMING_WORDS[naming]} weights",
+    return ExportSummary(dst, f"sentence-transformers SparseEncoder, {where}, {family.namings[naming]} weights",
                          files, n_tensors, n_doc_params + vocab)
 
 
-def export_mlm(mlm, dst: str | Path, naming: str = "new", tokenizer: WordPieceTokenizer | None = None, *,
-               overwrite: bool = False, max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES,
-               progress: Progress | None = None) -> ExportSummary:
-    """Write a bare ``GteForMaskedLM`` as a Hugging Face model folder (``config.json`` + safetensors, and
-    the tokenizer files when ``tokenizer`` is given), atomically, like ``export_sparse_encoder``."""
-    from jsplade.backbones.gte import GteForMaskedLM
-
-    if not isinstance(mlm, GteForMaskedLM):
-        raise TypeError(f"mlm must be a jsplade GteForMaskedLM, got {type(mlm).__name__}")
+def export_mlm(mlm: MaskedLM, dst: str | Path, naming: str | None = None,
+               tokenizer: WordPieceTokenizer | None = None, *, overwrite: bool = False,
+               max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None) -> ExportSummary:
+    """Write a bare backbone model (e.g. ``GteForMaskedLM``) as a Hugging Face model folder (``config.json`` +
+    safetensors, and the tokenizer files when ``tokenizer`` is given), atomically, like ``write_sparse_encoder``."""
+    try:
+        family = backbone_of(mlm)
+    except TypeError:
+        raise TypeError(f"mlm must be a jsplade backbone model (e.g. GteForMaskedLM), got {type(mlm).__name__}") from None
     if tokenizer is not None and not isinstance(tokenizer, WordPieceTokenizer):
         raise TypeError(f"tokenizer must be a jsplade WordPieceTokenizer or None, got {type(tokenizer).__name__}")
     dst = _check_dst(dst)
-    check_choice(naming, NAMINGS, "naming")
+    naming = family.check_naming(naming)
     max_shard_bytes = _check_shard_bytes(max_shard_bytes)
     _check_progress(progress)
-    _refuse_existing(dst, overwrite)
-    config: GteConfig = mlm.config
+    check_overwrite(overwrite)
+    refuse_existing(dst, overwrite)
+    config = mlm.config
     if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"vocabulary sizes disagree: the model's vocab_size is {config.vocab_size}, "
                          f"the tokenizer has {tokenizer.vocab_size} tokens")
@@ -187,8 +190,8 @@ def export_mlm(mlm, dst: str | Path, naming: str = "new", tokenizer: WordPieceTo
         if tokenizer is not None:
             tokenizer.save(tmp)
         files = _list_files(tmp)
-    return ExportSummary(dst, f"Hugging Face masked-LM folder, {_NAMING_WORDS[naming]} weights", files,
-                         sum(len(rule.hf) for rule in rules_for(config, naming)), sum(sizes))
+    return ExportSummary(dst, f"Hugging Face masked-LM folder, {family.namings[naming]} weights", files,
+                         family.n_tensors(config, naming), sum(sizes))
 
 
 def list_files(folder: str | Path) -> tuple[tuple[str, int], ...]:
@@ -197,7 +200,6 @@ def list_files(folder: str | Path) -> tuple[tuple[str, int], ...]:
 
 
 # ----------------------------------------------------------------------------- checks
-_NAMING_WORDS = {"new": "new-impl (NewForMaskedLM, remote code)", "gte": "native transformers GteForMaskedLM"}
 
 
 def _check_dst(dst: Any) -> Path:
@@ -238,16 +240,25 @@ def _check_metrics(metrics: Any) -> dict[str, Any]:
     return dict(metrics)
 
 
-def _refuse_existing(dst: Path, overwrite: bool) -> None:
+def check_overwrite(overwrite: Any) -> None:
+    """TypeError unless ``overwrite`` is a bool."""
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
-    if dst.exists() and not dst.is_dir():
-        raise FileExistsError(f"{dst}: destination exists and is not a directory; refusing to replace it")
 
 
-def _check_vocab(config: GteConfig, weight_V: np.ndarray, doc_tok: WordPieceTokenizer,
+def refuse_existing(dst: Path, overwrite: bool, src: Path | None = None) -> None:
+    """Fail before anything is read or written: an existing ``dst`` without ``overwrite``, an existing ``dst``
+    that is not a directory, or ``dst`` being the source directory ``src``."""
+    if src is not None and dst.resolve() == src.resolve():
+        raise ValueError(f"{dst}: the destination is the source directory; choose another destination")
+    if dst.exists() or dst.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{dst}: destination exists (pass overwrite=True / --overwrite to replace it)")
+        if not dst.is_dir():
+            raise FileExistsError(f"{dst}: destination exists and is not a directory; refusing to replace it")
+
+
+def _check_vocab(config: BackboneConfig, weight_V: np.ndarray, doc_tok: WordPieceTokenizer,
                  query_tok: WordPieceTokenizer) -> None:
     sizes = {"config vocab_size": config.vocab_size, "static query weight": int(weight_V.shape[0]),
              "document tokenizer": doc_tok.vocab_size, "query tokenizer": query_tok.vocab_size}
@@ -266,7 +277,7 @@ def _tokens_by_id(tokenizer: WordPieceTokenizer, size: int) -> list[str]:
     return tokens  # type: ignore[return-value]
 
 
-def _implied_max_length(config: GteConfig, tokenizer: WordPieceTokenizer) -> int:
+def _implied_max_length(config: BackboneConfig, tokenizer: WordPieceTokenizer) -> int:
     """Document length ST uses without sentence_bert_config.json (min of model and tokenizer limits)."""
     known = [config.max_position_embeddings]
     if tokenizer.model_max_length is not None:
@@ -280,13 +291,13 @@ def _json(obj: Any, indent: int) -> str:
     return json.dumps(obj, indent=indent)
 
 
-def _st_config(encoder) -> dict[str, Any]:
-    prompts = dict(encoder.prompts) if encoder.prompts else {"query": "", "document": ""}
+def _st_config(parts: EncoderParts) -> dict[str, Any]:
+    prompts = dict(parts.prompts) if parts.prompts else {"query": "", "document": ""}
     out: dict[str, Any] = {"model_type": "SparseEncoder", "__version__": dict(DIALECT_VERSIONS),
-                           "prompts": prompts, "default_prompt_name": encoder.default_prompt_name,
-                           "similarity_fn_name": encoder.similarity_fn_name}
-    if encoder.max_active_dims is not None:
-        out["max_active_dims"] = int(encoder.max_active_dims)  # read by ST 6.x; ignored by 5.x
+                           "prompts": prompts, "default_prompt_name": parts.default_prompt_name,
+                           "similarity_fn_name": parts.similarity_fn_name}
+    if parts.max_active_dims is not None:
+        out["max_active_dims"] = int(parts.max_active_dims)  # read by ST 6.x; ignored by 5.x
     return out
 
 
@@ -298,15 +309,13 @@ def _router_config(doc_module: str) -> dict[str, Any]:
     }
 
 
-def _model_card(encoder, name: str, layout: str, naming: str, n_doc_params: int,
+def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_params: int,
                 metrics: Mapping[str, Any]) -> str:
-    cfg: GteConfig = encoder.model.mlm.config
+    cfg = parts.mlm.config
+    family = backbone_of(cfg)
     vocab = cfg.vocab_size
-    if cfg.rope_scaling is None:
-        rope = f"rotary (base {cfg.rope_theta:g})"
-    else:
-        rope = f"rotary (base {cfg.rope_theta:g}, NTK scaling factor {cfg.ntk_factor:g})"
-    remote = naming == "new"
+    remote = naming in family.remote_code_namings
+    native = next((n for n in family.namings if n not in family.remote_code_namings), None)
     load_args = '"path/to/this/folder", trust_remote_code=True' if remote else '"path/to/this/folder"'
     lines = [
         "---",
@@ -327,26 +336,23 @@ def _model_card(encoder, name: str, layout: str, naming: str, n_doc_params: int,
         "A learned sparse retrieval model of the inference-free kind (OpenSearch neural sparse style), "
         "saved by jsplade in the sentence-transformers `SparseEncoder` format.",
         "",
-        f"* **Documents** run through a GTE masked-language model; its vocabulary logits are pooled over the "
-        f"tokens ({encoder.model.pooling_strategy} pooling, activation `{encoder.model.activation}`) into one "
+        f"* **Documents** run through a {family.display_name} masked-language model; its vocabulary logits are "
+        f"pooled over the tokens ({parts.pooling_strategy} pooling, activation `{parts.activation}`) into one "
         f"{vocab}-dimensional sparse vector per document, one dimension per WordPiece token.",
         "* **Queries** need no model: every distinct query token contributes its own learned weight "
         "(a static per-token weight vector), so encoding a query is a table lookup.",
-        f"* **Score** = `{encoder.similarity_fn_name}` product of the query and document vectors.",
+        f"* **Score** = `{parts.similarity_fn_name}` product of the query and document vectors.",
         "",
         "## Architecture",
         "",
         "| part | value |",
         "|---|---|",
-        f"| document encoder | GTE, {cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, "
-        f"{cfg.num_attention_heads} attention heads, GLU width {cfg.intermediate_size} |",
-        f"| positions | {rope} |",
-        f"| max document length | {encoder.max_seq_length} tokens |",
+        *(f"| {part} | {value} |" for part, value in cfg.describe()),
+        f"| max document length | {parts.max_seq_length} tokens |",
         f"| vocabulary / output dimension | {vocab} |",
         f"| parameters | {n_doc_params:,} in the document model (decoder tied to the word embeddings) "
         f"+ {vocab:,} static query weights |",
-        "| weight names | " + ("new-impl `NewForMaskedLM` (`model_type` new, remote code Alibaba-NLP/new-impl)"
-                               if remote else "transformers' native `GteForMaskedLM` (`model_type` gte)") + " |",
+        f"| weight names | {family.naming_cards[naming]} |",
         "| layout | " + ("OpenSearch hub layout (transformer files in the root)" if layout == "opensearch"
                          else "sentence-transformers layout (transformer in `document_0_MLMTransformer/`)") + " |",
         "",
@@ -373,8 +379,9 @@ def _model_card(encoder, name: str, layout: str, naming: str, n_doc_params: int,
         "",
     ]
     if remote:
-        lines += ["`trust_remote_code=True` is needed because the config names the remote GTE code; "
-                  "`jsplade-convert to-hf --naming gte` writes a folder that transformers loads natively.", ""]
+        lines += [f"`trust_remote_code=True` is needed because the config names the remote {family.display_name} code"
+                  + (f"; `jsplade-convert to-hf --naming {native}` writes a folder that transformers loads natively."
+                     if native else "."), ""]
     lines += [
         "With jsplade (JAX):",
         "",

@@ -1,20 +1,37 @@
-"""Small pieces every jsplade command-line program shares."""
+"""Small pieces every jsplade command-line program shares: logging set-up and one-line errors."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 
+LOG_FORMAT = "%(levelname)s %(message)s"
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' informational logging (JAX, orbax, absl)")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Quiet by default: jsplade's own INFO messages and every library's warnings and errors; with
+    ``verbose`` the libraries' INFO chatter too (JAX's backend probing, orbax's checkpoint manager, absl)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT, force=True)
+    logging.getLogger("jsplade").setLevel(logging.INFO)
+    if not verbose:
+        quiet_libraries()
+
 
 def quiet_libraries() -> None:
-    """orbax logs routine warnings through absl; keep the terminal for results and real errors."""
+    """orbax logs routine messages through absl; keep the terminal for results and real problems."""
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.ERROR)
+        absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover - absl comes with orbax
         pass
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def error_line(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jsplade.cli.common import quiet_libraries
+from jsplade.cli.common import add_verbose_flag, setup_logging
 
 PROG = "jsplade-convert"
 # Show a byte progress bar when the weights to write are at least this large.
@@ -44,11 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     hf_p.add_argument("--layout", choices=("st", "opensearch"), default="st",
                       help="st: transformer in document_0_MLMTransformer/ (default); opensearch: transformer in the "
                            "root, plus idf.json and query_token_weights.txt")
-    hf_p.add_argument("--naming", choices=("new", "gte"), default="new",
-                      help="new: new-impl NewForMaskedLM names (remote code, default); gte: transformers' native "
+    hf_p.add_argument("--naming", default=None,
+                      help="weight names of the document model (default: the backbone's canonical naming). "
+                           "GTE: new = new-impl NewForMaskedLM (remote code, default); gte = transformers' native "
                            "GteForMaskedLM (no remote code)")
     hf_p.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the latest)")
     hf_p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    for p in (jax_p, hf_p):
+        add_verbose_flag(p)
     return parser
 
 
@@ -78,8 +81,8 @@ class _ByteBar:
 def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input or refused destination)."""
     args = build_parser().parse_args(argv)
-    quiet_libraries()
-    from jsplade.backbones.gte_config import ConfigError
+    setup_logging(args.verbose)
+    from jsplade.backbones.protocol import ConfigError
     from jsplade.checkpoints.convert import to_hf, to_jax
 
     bar = _ByteBar()

@@ -7,9 +7,10 @@ directory) under --out. See ``jsplade.limit.demo``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
+
+from jsplade.cli.common import add_verbose_flag, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a shortened run for CI: tiny model, a few steps, LIMIT-small only")
     parser.add_argument("--steps", type=int, help="optimizer steps (default 600; quick: 8)")
     parser.add_argument("--no-limit", action="store_true", help="skip the 50k-document LIMIT evaluation")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    setup_logging(args.verbose)
 
     from jsplade.limit.demo import DemoSettings, report, run_demo
 

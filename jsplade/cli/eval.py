@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from jsplade.cli.common import error_line, quiet_libraries
+from jsplade.cli.common import add_verbose_flag, error_line, setup_logging
 from jsplade.cli.index import AUTO_PROGRESS_TEXTS, load_encoder
 
 PROG = "jsplade-eval"
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true",
                         help="never draw progress bars (default: bars for steps over "
                              f"{AUTO_PROGRESS_TEXTS} texts)")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -295,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    quiet_libraries()
+    setup_logging(args.verbose)
     try:
         return run(args)
     except (ValueError, TypeError, OSError) as exc:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from jsplade.cli.common import error_line, quiet_libraries
+from jsplade.cli.common import add_verbose_flag, error_line, setup_logging
 
 PROG = "jsplade-index"
 MANIFEST_FORMAT = "jsplade.IndexManifest/1"
@@ -48,7 +48,7 @@ def load_encoder(spec: str) -> Any:
 
 def read_corpus(path: str | Path) -> dict[str, str]:
     """id -> text of a BEIR folder's corpus.jsonl[.gz] or of a corpus .jsonl[.gz] file, in file order."""
-    from jsplade.retrieval.beir import _read_corpus, find_data_file
+    from jsplade.retrieval.beir import find_data_file, read_corpus_file
 
     path = Path(path)
     if path.is_dir():
@@ -58,7 +58,7 @@ def read_corpus(path: str | Path) -> dict[str, str]:
     else:
         raise FileNotFoundError(f"{path}: corpus not found (expected a BEIR folder with corpus.jsonl[.gz] or a "
                                 "corpus .jsonl[.gz] file)")
-    corpus = _read_corpus(file)
+    corpus = read_corpus_file(file)
     if not corpus:
         raise ValueError(f"{file}: the corpus has no documents")
     return corpus
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--size", type=int, default=None, help="'size' of the query bodies")
     export.add_argument("--overwrite", action="store_true", help="replace existing output files")
     encoding_options(export)
+    for p in (build, add, search, export):
+        add_verbose_flag(p)
     return parser
 
 
@@ -387,7 +389,7 @@ COMMANDS = {"build": cmd_build, "add": cmd_add, "search": cmd_search, "export-op
 def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    quiet_libraries()
+    setup_logging(args.verbose)
     try:
         for option in ("batch_size", "max_active_dims", "size"):
             value = getattr(args, option, None)

@@ -14,6 +14,8 @@ import logging
 import sys
 import tomllib
 
+from jsplade.cli.common import add_verbose_flag, setup_logging
+
 
 def _parse_set(items: list[str]) -> dict:
     out = {}
@@ -41,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     dist.add_argument("--coordinator", help="host:port of process 0 (GPU clusters without auto-detection)")
     dist.add_argument("--num-processes", type=int, help="number of processes (hosts)")
     dist.add_argument("--process-id", type=int, help="index of this process")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging(args.verbose)
 
     if args.distributed or args.coordinator:
         import jax
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             kwargs = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
                           process_id=args.process_id)
         jax.distributed.initialize(**kwargs)
-        logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+        logging.getLogger("jsplade").info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count())
 
     from jsplade.training.config import TrainConfig

@@ -66,7 +66,7 @@ def limit_paths() -> LimitPaths:
     Raises ``FileNotFoundError`` naming what is missing (e.g. when jsplade is installed without the
     repository checkout).
     """
-    root = Path(__file__).resolve().parents[1] / "data"
+    root = Path(__file__).resolve().parents[2] / "data"
     paths = LimitPaths(root=root, limit=root / "limit", limit_small=root / "limit-small",
                        items=root / "limit" / "items.json")
     required = [paths.items, paths.limit / "queries.jsonl", paths.limit / "qrels.jsonl",

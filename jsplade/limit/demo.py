@@ -23,6 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flax import nnx
+
+from jsplade.backbones.gte import GteForMaskedLM
+from jsplade.backbones.gte_config import GteConfig
+from jsplade.backbones.tokenizer import WordPieceTokenizer
+from jsplade.files import atomic_write_json
+from jsplade.limit.data import generate_limit_pairs, limit_paths, write_pairs_jsonl
+from jsplade.retrieval.beir import load_beir
+from jsplade.retrieval.bm25 import BM25Retriever
+from jsplade.retrieval.evaluation import evaluate_rankings, nonzero_counts, sparsity_stats
+from jsplade.retrieval.index import SparseIndex
+from jsplade.splade.encoder import SparseEncoder
+from jsplade.splade.initialization import copy_friendly_init, idf_query_weights
+from jsplade.splade.model import SpladeModel
+from jsplade.splade.static_embedding import StaticQueryEmbedding
+from jsplade.training.config import TrainConfig
+from jsplade.training.data import load_pairs
+from jsplade.training.trainer import Trainer
 
 logger = logging.getLogger("jsplade")
 
@@ -77,17 +95,6 @@ def _timed(settings: DemoSettings, name: str, t0: float) -> None:
 
 def build_encoder(settings: DemoSettings, documents: list[str]):
     """A small GTE sparse encoder with random weights (copy-friendly head, IDF query weights)."""
-    from flax import nnx
-
-    from jsplade.backbones.gte_config import GteConfig
-    from jsplade.splade.encoder import SparseEncoder
-    from jsplade.limit.data import limit_paths
-    from jsplade.backbones.gte import GteForMaskedLM
-    from jsplade.splade.initialization import copy_friendly_init, idf_query_weights
-    from jsplade.splade.model import SpladeModel
-    from jsplade.splade.static_embedding import StaticQueryEmbedding
-    from jsplade.backbones.tokenizer import WordPieceTokenizer
-
     tokenizer = WordPieceTokenizer.from_dir(limit_paths().root / "bert-base-uncased")
     config = GteConfig(vocab_size=tokenizer.vocab_size, hidden_size=settings.hidden_size,
                        num_hidden_layers=settings.layers, num_attention_heads=settings.heads,
@@ -102,11 +109,6 @@ def build_encoder(settings: DemoSettings, documents: list[str]):
 
 
 def train(settings: DemoSettings, out: Path):
-    from jsplade.limit.data import generate_limit_pairs, limit_paths, write_pairs_jsonl
-    from jsplade.training.config import TrainConfig
-    from jsplade.training.trainer import Trainer
-    from jsplade.training.data import load_pairs
-
     paths = limit_paths()
     t0 = time.perf_counter()
     rows = generate_limit_pairs(paths.items, [paths.limit / "queries.jsonl", paths.limit_small / "queries.jsonl"],
@@ -129,11 +131,6 @@ def train(settings: DemoSettings, out: Path):
 
 def evaluate_dataset(encoder, folder: Path, settings: DemoSettings, index_path: Path | None) -> dict[str, Any]:
     """jsplade and BM25 on one BEIR folder: metrics (same code for both), rankings for the plot."""
-    from jsplade.retrieval.beir import load_beir
-    from jsplade.retrieval.bm25 import BM25Retriever
-    from jsplade.retrieval.evaluation import _nonzero_counts, evaluate_rankings, sparsity_stats
-    from jsplade.retrieval.index import SparseIndex
-
     data = load_beir(folder)
     relevant = data.relevant_docs()
     query_ids = [q for q in data.queries if relevant.get(q)]
@@ -150,8 +147,8 @@ def evaluate_dataset(encoder, folder: Path, settings: DemoSettings, index_path: 
     top_ids, _ = index.search(q, k=100)
     rankings = dict(zip(query_ids, top_ids))
     metrics = evaluate_rankings(rankings, relevant, **ks)
-    q_rows, q_cols = _nonzero_counts(q)
-    d_rows, d_cols = _nonzero_counts(index.matrix)
+    q_rows, q_cols = nonzero_counts(q)
+    d_rows, d_cols = nonzero_counts(index.matrix)
     metrics.update(sparsity_stats(q_cols, q.shape[0], int(q_rows.sum()), d_cols, len(index), int(d_rows.sum())))
     out["jsplade"] = {"metrics": metrics, "seconds": round(time.perf_counter() - t0, 1),
                       "recall_curve": _recall_curve(rankings, relevant)}
@@ -225,9 +222,6 @@ def plot_recall(results: dict[str, Any], path: Path) -> None:
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """The whole loop; returns (and writes) the results."""
-    from jsplade.files import atomic_write_json
-    from jsplade.limit.data import limit_paths
-
     start = time.perf_counter()
     out = Path(settings.out_dir)
     if out.exists():

@@ -126,7 +126,9 @@ def _score(value, path: Path, number: int) -> int:
     raise ValueError(f"{path}:{number}: score must be an integer, found {value!r}")
 
 
-def _read_corpus(path: Path) -> dict[str, str]:
+def read_corpus_file(path: Path) -> dict[str, str]:
+    """id -> text (a title and the text joined by a space) of one corpus.jsonl[.gz] file, in file
+    order; a ValueError naming the file and line for a bad record or a repeated id."""
     corpus: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, obj in _json_records(path):
@@ -243,7 +245,7 @@ def load_beir(folder: str | Path, split: str = "test",
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: data set folder not found")
-    corpus = _read_corpus(find_data_file(folder, "corpus.jsonl"))
+    corpus = read_corpus_file(find_data_file(folder, "corpus.jsonl"))
     queries = _read_queries(find_data_file(folder, "queries.jsonl"))
     qrels = _read_qrels(_qrels_path(folder, split), corpus, queries, on_unknown)
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)

@@ -152,7 +152,7 @@ def evaluate_rankings(rankings: Mapping[str, Sequence[str]], relevant_docs: Mapp
     return {f"{_prefix(name)}{score_function}_{key}": value for key, value in metrics.items()}
 
 
-def _nonzero_counts(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+def nonzero_counts(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(non-zeros per row, rows with a non-zero per column) of a CSR matrix, explicit zeros ignored."""
     nz = m.data != 0
     rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))[nz]
@@ -264,7 +264,7 @@ class SparseIREvaluator:
         vocab_size = int(encoder.vocab_size)
         q_QxV = self._encode(encoder.encode_query, [self.queries[q] for q in self.query_ids], vocab_size,
                              "encoder.encode_query")
-        q_rows, q_cols = _nonzero_counts(q_QxV)
+        q_rows, q_cols = nonzero_counts(q_QxV)
         corpus_ids = list(self.corpus)
         ranks_D = id_ranks(corpus_ids)
         acc = TopKAccumulator(len(self.query_ids), self.max_k)
@@ -274,7 +274,7 @@ class SparseIREvaluator:
             hi = min(lo + self.corpus_chunk_size, len(corpus_ids))
             d_CxV = self._encode(encoder.encode_document, [self.corpus[c] for c in corpus_ids[lo:hi]],
                                  vocab_size, "encoder.encode_document")
-            rows, cols = _nonzero_counts(d_CxV)
+            rows, cols = nonzero_counts(d_CxV)
             d_cols += cols
             d_nnz += int(rows.sum())
             accumulate_topk(acc, q_QxV, d_CxV, ranks_D[lo:hi])

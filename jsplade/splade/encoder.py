@@ -7,7 +7,7 @@
     enc.decode(Q[0], top_k=10)                                            # [(token, weight), ...]
 
 Queries never touch the model: token ids (no special tokens) → static weights. Documents go through
-the GTE MLM and SPLADE pooling. Documents are sorted by token length, batched under a token budget,
+the document backbone (any ``jsplade.backbones`` masked-LM) and SPLADE pooling. Documents are sorted by token length, batched under a token budget,
 padded to a fixed ladder of lengths (``jsplade.splade.batching.ENCODE_LENGTH_LADDER``: a corpus compiles a
 handful of programs) and returned in input order.
 """
@@ -23,15 +23,17 @@ import numpy as np
 import scipy.sparse as sp
 from flax import nnx
 
+from jsplade.backbones.compute import ComputeOptions
+from jsplade.backbones.tokenizer import WordPieceTokenizer, validate_texts
+from jsplade.checkpoints.orbax_dir import is_checkpoint_dir
+from jsplade.checkpoints.parts import EncoderParts, read_checkpoint, read_sparse_encoder
+from jsplade.checkpoints.st_export import ExportSummary, write_sparse_encoder
 from jsplade.splade.batching import ENCODE_LENGTH_LADDER, padded_length, pow2_at_least
-from jsplade.checkpoints.hf_folder import load_mlm
-from jsplade.backbones.gte import ComputeOptions
-from jsplade.splade.sparse import (as_csr, check_max_active_dims, dense_to_csr, sparsity, topk_csr_rows,
-                                  topk_dense_rows)
 from jsplade.splade.model import SpladeModel
+from jsplade.splade.packing import pack_documents
+from jsplade.splade.sparse import (as_csr, check_max_active_dims, dense_to_csr, sparsity, topk_csr_rows,
+                                   topk_dense_rows)
 from jsplade.splade.static_embedding import StaticQueryEmbedding, query_rows_csr
-from jsplade.checkpoints.st_format import read_query_weights, read_sparse_encoder_dir, resolve_model_path
-from jsplade.backbones.tokenizer import WordPieceTokenizer, document_max_length, validate_texts
 
 logger = logging.getLogger("jsplade")
 
@@ -63,59 +65,55 @@ class SparseEncoder:
         self._doc_fn = jax.jit(_pool_documents, static_argnums=0)
         self._packed_fn = jax.jit(_pool_packed, static_argnums=(0, 7))
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_parts(cls, parts: EncoderParts) -> SparseEncoder:
+        """An encoder of ``parts`` (``jsplade.checkpoints.parts``: backbone, static weights, pooling, tokenizers,
+        settings); the backbone module is used as it is, not copied."""
+        model = SpladeModel(parts.mlm, StaticQueryEmbedding(parts.query_weights), parts.pooling_strategy,
+                            parts.activation)
+        return cls(model, parts.document_tokenizer, parts.query_tokenizer, max_seq_length=parts.max_seq_length,
+                   similarity_fn_name=parts.similarity_fn_name, prompts=parts.prompts,
+                   default_prompt_name=parts.default_prompt_name, max_active_dims=parts.max_active_dims,
+                   source=parts.source)
+
+    def to_parts(self) -> EncoderParts:
+        """This encoder as ``EncoderParts`` (what the writers take); shares the model's arrays."""
+        return EncoderParts(self.model.mlm, self.query_weights, self.document_tokenizer, self.query_tokenizer,
+                            self.model.pooling_strategy, self.model.activation, self.max_seq_length,
+                            similarity_fn_name=self.similarity_fn_name, prompts=dict(self.prompts),
+                            default_prompt_name=self.default_prompt_name, max_active_dims=self.max_active_dims,
+                            source=self.source)
+
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, compute: ComputeOptions | None = None,
                         max_active_dims: int | None = None) -> SparseEncoder:
         """Load a sentence-transformers SparseEncoder directory (ST-native or OpenSearch hub layout,
         5.x or 6.x dialect), or a hub id through huggingface_hub. Only JSON, text and safetensors are read."""
-        if not isinstance(path_or_hub_id, (str, Path)):
-            raise TypeError(f"path_or_hub_id must be a str or Path, got {type(path_or_hub_id).__name__}")
-        root = resolve_model_path(str(path_or_hub_id))
-        spec = read_sparse_encoder_dir(root)
-        doc_tok = WordPieceTokenizer.from_dir(spec.document.folder)
-        try:
-            query_tok = WordPieceTokenizer.from_dir(spec.query.folder)
-        except (FileNotFoundError, ValueError):
-            query_tok = doc_tok  # the query tokenizer is the document tokenizer in every published model
-        mlm = load_mlm(spec.document.folder, compute=compute)
-        weights = read_query_weights(spec.query, query_tok.get_vocab())
-        _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json",
-                     doc_tok.vocab_size, spec.document.folder, len(weights), spec.query)
-        model = SpladeModel(mlm, StaticQueryEmbedding(weights), spec.pooling.pooling_strategy,
-                            spec.pooling.activation_function)
-        max_len = document_max_length(spec.document.max_seq_length, mlm.config.max_position_embeddings,
-                                      doc_tok.model_max_length)
-        return cls(model, doc_tok, query_tok, max_seq_length=max_len,
-                   similarity_fn_name=spec.similarity_fn_name, prompts=spec.prompts,
-                   default_prompt_name=spec.default_prompt_name,
-                   max_active_dims=max_active_dims if max_active_dims is not None else spec.max_active_dims,
-                   source=root)
+        parts = read_sparse_encoder(path_or_hub_id, compute=compute)
+        if max_active_dims is not None:
+            parts.max_active_dims = max_active_dims
+        return cls.from_parts(parts)
 
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, step: int | None = None, *,
                         compute: ComputeOptions | None = None) -> SparseEncoder:
         """A jsplade (orbax) training checkpoint directory: latest step unless ``step``."""
-        from jsplade.checkpoints.convert import load_checkpoint_encoder
-
-        return load_checkpoint_encoder(run_dir, step, compute=compute)
+        return cls.from_parts(read_checkpoint(run_dir, step, compute=compute))
 
     @classmethod
     def load(cls, path_or_hub_id: str | Path, **kwargs) -> SparseEncoder:
         """``from_checkpoint`` for a jsplade checkpoint directory, ``from_pretrained`` otherwise."""
-        from jsplade.checkpoints.orbax_dir import is_checkpoint_dir
-
         if isinstance(path_or_hub_id, (str, Path)) and is_checkpoint_dir(path_or_hub_id):
             return cls.from_checkpoint(path_or_hub_id, compute=kwargs.get("compute"))
         return cls.from_pretrained(path_or_hub_id, **kwargs)
 
-    def save(self, path: str | Path, *, layout: str = "st", naming: str = "new", overwrite: bool = False,
-             model_card_metrics: dict | None = None):
-        """Write a sentence-transformers directory (``jsplade.checkpoints.st_export``): ``layout`` "st" (ST-native) or
-        "opensearch" (hub layout with idf.json / query_token_weights.txt), ``naming`` "new" (new-impl, the
-        hub checkpoint's) or "gte" (transformers' native GteForMaskedLM: loads without remote code)."""
-        from jsplade.checkpoints.st_export import export_sparse_encoder
-
+    def save(self, path: str | Path, *, layout: str = "st", naming: str | None = None, overwrite: bool = False,
+             model_card_metrics: dict | None = None) -> ExportSummary:
+        """Write a sentence-transformers directory (``jsplade.checkpoints.st_export``): ``layout`` "st"
+        (ST-native) or "opensearch" (hub layout with idf.json / query_token_weights.txt), ``naming`` one of the
+        backbone's weight namings (default its canonical one; GTE: "new", the hub checkpoint's new-impl names,
+        or "gte", transformers' native GteForMaskedLM, which loads without remote code)."""
         return export_sparse_encoder(self, path, layout=layout, naming=naming, overwrite=overwrite,
                                      model_card_metrics=model_card_metrics)
 
@@ -213,8 +211,6 @@ class SparseEncoder:
 
     def _encode_document_ids_packed(self, ids: list[np.ndarray], batch_size: int, k: int | None,
                                     show_progress_bar: bool | None, pack_length: int) -> sp.csr_matrix:
-        from jsplade.splade.packing import pack_documents
-
         pack_length = min(int(pack_length), self.max_seq_length)
         n = len(ids)
         short = [i for i in range(n) if len(ids[i]) <= pack_length]
@@ -294,7 +290,8 @@ class SparseEncoder:
 
     def __repr__(self) -> str:
         cfg = self.model.mlm.config
-        return (f"SparseEncoder(vocab={self.vocab_size}, layers={cfg.num_hidden_layers}, hidden={cfg.hidden_size}, "
+        return (f"SparseEncoder(backbone={type(self.model.mlm).__name__}, vocab={self.vocab_size}, "
+                f"layers={cfg.num_hidden_layers}, hidden={cfg.hidden_size}, "
                 f"max_seq_length={self.max_seq_length}, pooling={self.model.pooling_strategy}/"
                 f"{self.model.activation}, source={self.source})")
 
@@ -322,12 +319,10 @@ def _progress(total: int, show: bool | None, auto: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="batch")
 
 
-def _check_sizes(config_vocab: int, config_path: Path, tokenizer_vocab: int, tokenizer_dir: Path,
-                 weight_len: int, query_spec) -> None:
-    if config_vocab == tokenizer_vocab == weight_len:
-        return
-    weight_file = query_spec.weight_file or query_spec.json_weights_file
-    raise ValueError(
-        "vocabulary sizes disagree: "
-        f"{config_path} vocab_size={config_vocab}, tokenizer in {tokenizer_dir} has {tokenizer_vocab} tokens, "
-        f"static query weight {weight_file} has {weight_len} entries; all three must be equal")
+def export_sparse_encoder(encoder: SparseEncoder, dst: str | Path, **kwargs) -> ExportSummary:
+    """Write ``encoder`` to ``dst`` as a sentence-transformers directory: ``SparseEncoder.save`` with the
+    writer's every option (``jsplade.checkpoints.st_export.write_sparse_encoder``: ``layout``, ``naming``,
+    ``overwrite``, ``max_shard_bytes``, ``model_card_metrics``, ``progress``)."""
+    if not isinstance(encoder, SparseEncoder):
+        raise TypeError(f"encoder must be a jsplade.SparseEncoder, got {type(encoder).__name__}")
+    return write_sparse_encoder(encoder.to_parts(), dst, **kwargs)

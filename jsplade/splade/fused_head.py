@@ -13,7 +13,8 @@ ties; the reference, torch.max over tokens, also picks one index) and forms d fe
 d bias tile by tile: on CPUs as a gather and a scatter-add (B·V·D work, no matmul), on accelerators as
 products with the one-hot selection matrix (dense matmuls for the matrix units; bfloat16 operands when
 the forward is bfloat16). Sum pooling (Σ_t a(logit)) recomputes each block's logits in the backward to
-apply a'(logit). Values equal ``jsplade.splade.pooling.splade_pool`` on the full logits.
+apply a'(logit). Values equal ``jsplade.splade.pooling.splade_pool`` on the full logits;
+``pool_from_features`` is the one-document-per-row form.
 """
 
 from __future__ import annotations
@@ -314,17 +315,19 @@ _group_sum.defvjp(_group_sum_fwd, _group_sum_bwd)
 
 
 # --------------------------------------------------------------------------- public
-def fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, group_BxL, n_groups: int = 1,
+def fused_splade_pool(features, decoder_weight, decoder_bias, group_ids, n_groups: int = 1,
                       strategy: str = "max", activation: str = "log1p_relu", chunk_size: int | None = None,
                       precision=None, vocab_tile: int | None = None) -> jnp.ndarray:
-    """Pooled SPLADE vectors [B, G, V] float32 of each group (−1 = padding, never pooled).
+    """Pooled SPLADE vectors [B, G, V] float32 of each group: head ``features`` [B, L, D], the tied
+    ``decoder_weight`` [V, D] and ``decoder_bias`` [V], ``group_ids`` [B, L] (0 … G−1; −1 = padding, never pooled).
 
     ``vocab_tile``: vocabulary entries per tile (default: ``default_vocab_tile``).
     ``chunk_size``: tokens per block (default: all of them unless B·L·vocab_tile exceeds the backend's block
     budget: 2²⁴ floats on CPUs, 2²⁷ elsewhere).
     """
     check_pooling(strategy, activation)
-    group_BxL = jnp.asarray(group_BxL, jnp.int32)
+    features_BxLxD, decoder_VxD, bias_V = features, decoder_weight, decoder_bias
+    group_BxL = jnp.asarray(group_ids, jnp.int32)
     batch, length = features_BxLxD.shape[:2]
     vocab = decoder_VxD.shape[0]
     tile = max(1, min(int(vocab_tile if vocab_tile is not None else default_vocab_tile(vocab)), vocab))
@@ -339,6 +342,14 @@ def fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, group_BxL, n_groups: 
                       precision)
 
 
-def mask_to_group(mask_BxL) -> jnp.ndarray:
+def mask_to_group(attention_mask) -> jnp.ndarray:
     """Plain (unpacked) batches: group 0 on real tokens, −1 on pads."""
-    return jnp.where(jnp.asarray(mask_BxL) != 0, 0, -1).astype(jnp.int32)
+    return jnp.where(jnp.asarray(attention_mask) != 0, 0, -1).astype(jnp.int32)
+
+
+def pool_from_features(features, decoder_weight, decoder_bias, attention_mask, strategy: str = "max",
+                       activation: str = "log1p_relu", chunk_size: int | None = None, precision=None) -> jnp.ndarray:
+    """``splade_pool(features @ decoder_weightᵀ + decoder_bias, attention_mask)`` [B, V] of an unpacked batch,
+    without materialising the [B, L, V] logits (``fused_splade_pool`` with one group per row)."""
+    return fused_splade_pool(features, decoder_weight, decoder_bias, mask_to_group(attention_mask), 1, strategy,
+                             activation, chunk_size, precision)[:, 0]

@@ -1,6 +1,6 @@
 """Initialisations for training a sparse encoder from scratch.
 
-``copy_friendly_init``: a GTE MLM whose SPLADE vector starts as "the document's own tokens": word
+``copy_friendly_init``: a masked-LM (any backbone, through the ``MaskedLM`` protocol) whose SPLADE vector starts as "the document's own tokens": word
 embeddings N(0, 1), the MLM head's dense layer the identity and the decoder bias −``bias``. With a
 tied decoder the logit of vocabulary entry v at token t is ≈ LN(gelu(e_t))·e_v, which is ≈ 0.8·D for
 v = t and N(0, D) otherwise, so after the bias only the present tokens (plus a little noise) are active.
@@ -20,16 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsplade.backbones.gte import GteForMaskedLM
+from jsplade.backbones.protocol import MaskedLM
 
 
-def copy_friendly_init(mlm: GteForMaskedLM, seed: int = 0, bias: float | None = None) -> GteForMaskedLM:
+def copy_friendly_init(mlm: MaskedLM, seed: int = 0, bias: float | None = None) -> MaskedLM:
     """Re-initialise ``mlm`` in place (see module docstring); ``bias`` defaults to 0.47·hidden_size."""
     d = mlm.config.hidden_size
     v = mlm.config.vocab_size
     bias = 0.47 * d if bias is None else float(bias)
     key = jax.random.key(seed)
-    mlm.embeddings.word.embedding.set_value(jax.random.normal(key, (v, d), jnp.float32))
+    mlm.word_embeddings().embedding.set_value(jax.random.normal(key, (v, d), jnp.float32))
     mlm.head.dense_kernel.set_value(jnp.eye(d, dtype=jnp.float32))
     mlm.head.dense_bias.set_value(jnp.zeros((d,), jnp.float32))
     mlm.head.decoder_bias.set_value(jnp.full((v,), -bias, jnp.float32))

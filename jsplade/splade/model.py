@@ -1,7 +1,8 @@
 """The trainable asymmetric SPLADE model: document MLM + SPLADE pooling, static query weights.
 
-One NNX module holding everything the trainer differentiates: parameters live under ``mlm.*`` (the
-GTE encoder, ``jsplade.backbones.gte``) and ``query.weight`` (the static vector).
+One NNX module holding everything the trainer differentiates: parameters live under ``mlm.*`` (any
+``jsplade.backbones`` model, used only through the ``MaskedLM`` protocol) and ``query.weight`` (the
+static vector).
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jsplade.backbones.gte import GteForMaskedLM
+from jsplade.backbones.protocol import MaskedLM
+from jsplade.backbones.registry import backbone_of
 from jsplade.splade.fused_head import fused_splade_pool, mask_to_group
 from jsplade.splade.pooling import check_pooling, splade_pool
 from jsplade.splade.static_embedding import StaticQueryEmbedding
 
+# Logical axes of the parameters the SPLADE side adds to the backbone's (``Backbone.logical_axes``).
+QUERY_LOGICAL_AXES = ((r"^query\.weight$", ("vocab",)),)
+
 
 class SpladeModel(nnx.Module):
-    def __init__(self, mlm: GteForMaskedLM, query: StaticQueryEmbedding, pooling_strategy: str = "max",
+    def __init__(self, mlm: MaskedLM, query: StaticQueryEmbedding, pooling_strategy: str = "max",
                  activation: str = "log1p_relu"):
         check_pooling(pooling_strategy, activation)
         if query.vocab_size != mlm.config.vocab_size:
@@ -32,32 +37,40 @@ class SpladeModel(nnx.Module):
     def vocab_size(self) -> int:
         return self.mlm.config.vocab_size
 
-    def encode_documents(self, input_ids_BxL, attention_mask_BxL, *, dropout_key: jax.Array | None = None,
-                         position_ids_BxL=None, segment_ids_BxL=None) -> jnp.ndarray:
+    def logical_axes(self) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
+        """(regex on the parameter path, logical axis per dimension) for every parameter: the backbone's
+        table under ``mlm.`` and the static query weight (the sharding rules read this)."""
+        backbone = tuple(((r"^mlm\." + pattern[1:]) if pattern.startswith("^") else (r"^mlm\..*" + pattern), axes)
+                         for pattern, axes in backbone_of(self.mlm).logical_axes)
+        return QUERY_LOGICAL_AXES + backbone
+
+    def encode_documents(self, input_ids, attention_mask, *, position_ids=None, segment_ids=None,
+                         dropout_key: jax.Array | None = None) -> jnp.ndarray:
         """Document vectors [B, V] float32 (fused tiled head unless ``mlm.compute.head == "plain"``)."""
-        hidden = self.mlm.encode(input_ids_BxL, attention_mask_BxL, position_ids_BxL=position_ids_BxL,
-                                 segment_ids_BxL=segment_ids_BxL, dropout_key=dropout_key)
+        hidden = self.mlm.encode(input_ids, attention_mask, position_ids=position_ids, segment_ids=segment_ids,
+                                 dropout_key=dropout_key)
         features = self.mlm.head_features(hidden)
         opts = self.mlm.compute
         if opts.head == "fused":
-            return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
-                                     mask_to_group(attention_mask_BxL), 1, self.pooling_strategy, self.activation,
+            return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.decoder_bias(),
+                                     mask_to_group(attention_mask), 1, self.pooling_strategy, self.activation,
                                      chunk_size=opts.head_chunk, precision=opts.lax_precision,
                                      vocab_tile=opts.vocab_tile)[:, 0]
         logits = self.mlm.project(features)
-        return splade_pool(logits, attention_mask_BxL, self.pooling_strategy, self.activation)
+        return splade_pool(logits, attention_mask, self.pooling_strategy, self.activation)
 
-    def encode_packed(self, input_ids_RxL, attention_mask_RxL, position_ids_RxL, segment_ids_RxL, group_ids_RxL,
-                      n_groups: int, *, dropout_key: jax.Array | None = None) -> jnp.ndarray:
+    def encode_packed(self, input_ids, attention_mask, position_ids, segment_ids, group_ids, n_groups: int, *,
+                      dropout_key: jax.Array | None = None) -> jnp.ndarray:
         """Vectors [R, G, V] of packed rows (``jsplade.splade.packing``): per-document positions, block-diagonal
         attention, per-document pooling through the fused head."""
-        hidden = self.mlm.encode(input_ids_RxL, attention_mask_RxL, position_ids_BxL=position_ids_RxL,
-                                 segment_ids_BxL=segment_ids_RxL, dropout_key=dropout_key)
+        hidden = self.mlm.encode(input_ids, attention_mask, position_ids=position_ids, segment_ids=segment_ids,
+                                 dropout_key=dropout_key)
         features = self.mlm.head_features(hidden)
         opts = self.mlm.compute
-        return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.head.decoder_bias[...],
-                                 group_ids_RxL, n_groups, self.pooling_strategy, self.activation,
+        return fused_splade_pool(features, self.mlm.decoder_weight(), self.mlm.decoder_bias(),
+                                 group_ids, n_groups, self.pooling_strategy, self.activation,
                                  chunk_size=opts.head_chunk, precision=opts.lax_precision, vocab_tile=opts.vocab_tile)
 
-    def encode_queries(self, presence_BxV: jnp.ndarray) -> jnp.ndarray:
-        return self.query(presence_BxV)
+    def encode_queries(self, presence: jnp.ndarray) -> jnp.ndarray:
+        """Query vectors [B, V] of a binary token-presence matrix [B, V]."""
+        return self.query(presence)

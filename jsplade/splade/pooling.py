@@ -10,8 +10,8 @@ Padded positions are multiplied by 0, so they contribute a(0) = 0 and never win 
 non-decreasing, the max strategy pools the raw logits first and activates once (B×V work instead of
 B×L×V; bitwise the same values). The sum strategy must activate every position.
 
-``pool_from_features`` computes the vocabulary projection and the pooling chunk by chunk over tokens
-(``jsplade.splade.fused_head``), so the [B, L, V] logits never exist at once, forward or backward.
+``jsplade.splade.fused_head`` computes the vocabulary projection and the pooling chunk by chunk over tokens,
+so the [B, L, V] logits never exist at once, forward or backward.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-POOLING_STRATEGIES = ("max", "sum")
-ACTIVATIONS = ("relu", "log1p_relu")
+# The options of sentence-transformers' SpladePooling (what its config files may say).
+from jsplade.checkpoints.st_format import ACTIVATIONS, POOLING_STRATEGIES
 
 
 def check_pooling(strategy: str, activation: str) -> None:
@@ -31,13 +31,15 @@ def check_pooling(strategy: str, activation: str) -> None:
 
 
 def splade_activation(x: jnp.ndarray, activation: str = "log1p_relu") -> jnp.ndarray:
+    """log1p(relu(x)), or log1p of that for ``"log1p_relu"``."""
     y = jnp.log1p(jax.nn.relu(x))
     return jnp.log1p(y) if activation == "log1p_relu" else y
 
 
-def splade_pool(logits_BxLxV: jnp.ndarray, mask_BxL: jnp.ndarray, strategy: str = "max",
+def splade_pool(logits: jnp.ndarray, attention_mask: jnp.ndarray, strategy: str = "max",
                 activation: str = "log1p_relu") -> jnp.ndarray:
-    """Pooled document vectors [B, V] from full logits."""
+    """Pooled document vectors [B, V] from full logits [B, L, V] and the mask [B, L]."""
+    logits_BxLxV, mask_BxL = logits, attention_mask
     check_pooling(strategy, activation)
     mask = (jnp.asarray(mask_BxL) != 0)[:, :, None]
     if strategy == "max":
@@ -46,14 +48,3 @@ def splade_pool(logits_BxLxV: jnp.ndarray, mask_BxL: jnp.ndarray, strategy: str 
         return splade_activation(max_BxV, activation)
     masked = jnp.where(mask, logits_BxLxV, jnp.zeros((), logits_BxLxV.dtype))
     return jnp.sum(splade_activation(masked, activation), axis=1)
-
-
-def pool_from_features(features_BxLxD: jnp.ndarray, decoder_VxD: jnp.ndarray, bias_V: jnp.ndarray,
-                       mask_BxL: jnp.ndarray, strategy: str = "max", activation: str = "log1p_relu",
-                       chunk_size: int | None = None, precision=None) -> jnp.ndarray:
-    """``splade_pool(features @ decoderᵀ + bias, mask)`` without materialising the [B, L, V] logits:
-    the fused, chunked head of ``jsplade.splade.fused_head`` (forward and backward). Returns [B, V]."""
-    from jsplade.splade.fused_head import fused_splade_pool, mask_to_group
-
-    return fused_splade_pool(features_BxLxD, decoder_VxD, bias_V, mask_to_group(mask_BxL), 1, strategy,
-                             activation, chunk_size, precision)[:, 0]

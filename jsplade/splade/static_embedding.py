@@ -15,8 +15,8 @@ from flax import nnx
 class StaticQueryEmbedding(nnx.Module):
     """``weight`` [V] float32; ``module(presence_BxV) -> query embeddings [B, V]``."""
 
-    def __init__(self, weight_V):
-        weight_V = np.asarray(weight_V)
+    def __init__(self, weight):
+        weight_V = np.asarray(weight)
         if weight_V.ndim != 1:
             raise ValueError(f"static query weight must be 1-D [vocab], got shape {list(weight_V.shape)}")
         self.weight = nnx.Param(jnp.asarray(weight_V, jnp.float32))
@@ -25,25 +25,26 @@ class StaticQueryEmbedding(nnx.Module):
     def vocab_size(self) -> int:
         return int(self.weight.get_value().shape[0])
 
-    def __call__(self, presence_BxV: jnp.ndarray) -> jnp.ndarray:
-        return presence_BxV * self.weight[...]
+    def __call__(self, presence: jnp.ndarray) -> jnp.ndarray:
+        """Query vectors [B, V] of a binary presence matrix [B, V] (``query_presence``)."""
+        return presence * self.weight[...]
 
 
-def query_presence(ids_BxL: jnp.ndarray, mask_BxL: jnp.ndarray, vocab_size: int) -> jnp.ndarray:
-    """Binary presence [B, V] float32 of the unmasked token ids of each row."""
-    ids_BxL = jnp.asarray(ids_BxL, jnp.int32)
+def query_presence(input_ids: jnp.ndarray, attention_mask: jnp.ndarray, vocab_size: int) -> jnp.ndarray:
+    """Binary presence [B, V] float32 of the unmasked token ids of each row ([B, L] ids and mask)."""
+    ids_BxL, mask_BxL = jnp.asarray(input_ids, jnp.int32), attention_mask
     batch = ids_BxL.shape[0]
     rows = jnp.broadcast_to(jnp.arange(batch)[:, None], ids_BxL.shape)
     present = (jnp.asarray(mask_BxL) != 0).astype(jnp.float32)
     return jnp.zeros((batch, vocab_size), jnp.float32).at[rows, ids_BxL].max(present)
 
 
-def query_rows_csr(ids_per_query: list[np.ndarray], weight_V: np.ndarray) -> sp.csr_matrix:
+def query_rows_csr(ids_per_query: list[np.ndarray], weight: np.ndarray) -> sp.csr_matrix:
     """Query encodings as CSR [n, V] float32 straight from token ids (no model call).
 
     Entries whose weight is exactly 0 are not stored (they are not active dimensions).
     """
-    weight_V = np.asarray(weight_V, dtype=np.float32)
+    weight_V = np.asarray(weight, dtype=np.float32)
     indptr = [0]
     indices: list[np.ndarray] = []
     for ids in ids_per_query:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jsplade.backbones.registry import known_namings
+
 
 @dataclass
 class TrainConfig:
@@ -71,7 +73,7 @@ class TrainConfig:
     async_checkpointing: bool = False
     resume: bool = True                        # continue from the latest checkpoint in output_dir
     export_layout: str = "st"                  # final SparseEncoder directory layout: "st" | "opensearch"
-    export_naming: str = "new"                 # "new" | "gte"
+    export_naming: str | None = None           # the backbone's weight naming (GTE: "new" | "gte"); None: canonical
     eval_every: int | None = None
     progress_bar: bool = True
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -159,8 +161,9 @@ class TrainConfig:
             raise ValueError(f"config key 'compute_dtype' must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         if self.export_layout not in ("st", "opensearch"):
             raise ValueError(f"config key 'export_layout' must be 'st' or 'opensearch', got {self.export_layout!r}")
-        if self.export_naming not in ("new", "gte"):
-            raise ValueError(f"config key 'export_naming' must be 'new' or 'gte', got {self.export_naming!r}")
+        if self.export_naming is not None and self.export_naming not in known_namings():
+            raise ValueError(f"config key 'export_naming' must be one of {known_namings()} or unset, "
+                             f"got {self.export_naming!r}")
         if self.lambda_d < 0 or (self.lambda_q is not None and self.lambda_q < 0):
             raise ValueError("config keys 'lambda_d'/'lambda_q' must be >= 0")
         if self.columns is not None and len(self.columns) < 2:

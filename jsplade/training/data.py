@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from jsplade.training.schedules import check_int
+
 __all__ = ["PairDataset", "load_pairs", "NoDuplicatesBatchSampler", "greedy_no_duplicate_batches",
            "ReplaySchedule", "total_steps", "ROUTES", "LABEL_COLUMNS"]
 
@@ -252,14 +254,6 @@ def _routes(names: list[str], router_mapping: Mapping[str, str] | None, where: s
 
 
 # --------------------------------------------------------------------------- batching
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _rows_of(dataset: PairDataset | Sequence[Sequence[str]]) -> Sequence[Sequence[str]]:
     rows = dataset.rows if isinstance(dataset, PairDataset) else dataset
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
@@ -277,9 +271,9 @@ def greedy_no_duplicate_batches(perm: Sequence[int], rows: Sequence[Sequence[Any
     the short batch (or drops it, rows included, when ``drop_last``). The first ``n_batches`` batches are
     returned (all when None); rows not in them are skipped for the epoch, as in the reference trainer.
     """
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if n_batches is not None:
-        n_batches = _check_int(n_batches, "n_batches", 0)
+        n_batches = check_int(n_batches, "n_batches", 0)
     n = len(rows)
     order = [int(i) for i in perm]
     if sorted(order) != list(range(n)):
@@ -322,8 +316,8 @@ class NoDuplicatesBatchSampler:
     def __init__(self, dataset: PairDataset | Sequence[Sequence[str]], batch_size: int, seed: int,
                  drop_last: bool = False, allow_oversized_batch: bool = False):
         self.rows = _rows_of(dataset)
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
-        self.seed = _check_int(seed, "seed", 0)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
         self.drop_last = bool(drop_last)
         n = len(self.rows)
         if n == 0:
@@ -342,7 +336,7 @@ class NoDuplicatesBatchSampler:
 
     def permutation(self, epoch: int) -> list[int]:
         """The row order of ``epoch`` before no-duplicates filling."""
-        epoch = _check_int(epoch, "epoch", 0)
+        epoch = check_int(epoch, "epoch", 0)
         rng = np.random.default_rng([self.seed, epoch])
         return rng.permutation(len(self.rows)).tolist()
 
@@ -365,7 +359,7 @@ class ReplaySchedule:
         if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence):
             raise TypeError(f"batches must be a list of lists of row indices, got {type(batches).__name__}")
         if n_rows is not None:
-            n_rows = _check_int(n_rows, "n_rows", 1)
+            n_rows = check_int(n_rows, "n_rows", 1)
         if len(batches) == 0:
             raise ValueError("batches is empty: nothing to replay")
         out: list[list[int]] = []
@@ -410,12 +404,12 @@ def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None
     u = max(1, ceil(b / grad_accum)) (the last update of an epoch uses the remaining micro-batches);
     total = ``max_steps`` when given, else epochs · u. Fine-tune: n 2, batch 1, 40 epochs → 80.
     """
-    n = _check_int(n_rows, "n_rows", 1)
-    bs = _check_int(batch_size, "batch_size", 1)
-    ep = _check_int(epochs, "epochs", 0)
-    accum = _check_int(grad_accum, "grad_accum", 1)
+    n = check_int(n_rows, "n_rows", 1)
+    bs = check_int(batch_size, "batch_size", 1)
+    ep = check_int(epochs, "epochs", 0)
+    accum = check_int(grad_accum, "grad_accum", 1)
     if max_steps is not None:
-        return _check_int(max_steps, "max_steps", 1)
+        return check_int(max_steps, "max_steps", 1)
     per_epoch = n // bs if drop_last else math.ceil(n / bs)
     if per_epoch == 0:
         raise ValueError(f"batch_size {bs} > {n} rows with drop_last leaves no batch per epoch")

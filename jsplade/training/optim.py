@@ -5,7 +5,7 @@
 (0 for the first update: with the linear warm-up that update uses lr 0, yet the moments and the count
 still advance, exactly like ``torch.optim.AdamW`` driven by ``LambdaLR``).
 
-torch semantics reproduced (and tested against torch in tests/test_optim.py):
+torch semantics reproduced (and tested against torch in tests/training/test_optim.py):
 
 * clipping: norm = ‖(‖g_1‖, …, ‖g_n‖)‖₂ over the trainable tensors; every gradient is multiplied by
   min(1, max_norm / (norm + 1e-6)) (optax.clip_by_global_norm instead rescales only when norm > max_norm

@@ -9,7 +9,7 @@ Pure functions of the 0-based optimizer step s (the number of updates already ap
 A Python integer step gives a Python float computed with the same float64 operations, in the same
 order, as the reference (so it equals the recorded values exactly). Any other step (a jnp/NumPy array,
 a tracer under jit) gives a float32 array computed with two or three float32 roundings: within 1 ulp of
-float32(reference) for the fixture schedules and within 2 ulp in general (tests/test_schedules.py); the
+float32(reference) for the fixture schedules and within 2 ulp in general (tests/training/test_schedules.py); the
 0.5-ulp exactness of a lookup table is not worth a T-sized constant in the compiled step. The schedule
 constants (T, W, peak values) are static Python numbers, validated when the function is called.
 """
@@ -28,7 +28,8 @@ __all__ = ["linear_warmup_decay", "warmup_steps_from", "regularizer_weight", "re
 REGULARIZER_KINDS = ("quadratic", "linear")
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int (bools refused), at least ``minimum``; errors name the argument."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
@@ -62,8 +63,8 @@ def linear_warmup_decay(step, total_steps: int, peak_lr: float, warmup_steps: in
     W is replaced by max(1, W) and T − W by max(1, T − W) in the divisions (transformers'
     ``get_linear_schedule_with_warmup``). Returns a Python float for an int step, else float32.
     """
-    total = _check_int(total_steps, "total_steps", 1)
-    warm = _check_int(warmup_steps, "warmup_steps", 0)
+    total = check_int(total_steps, "total_steps", 1)
+    warm = check_int(warmup_steps, "warmup_steps", 0)
     peak = _check_number(peak_lr, "peak_lr")
     s = _python_step(step)
     if s is not None:  # LambdaLR: base_lr * lambda(step), the lambda in float64
@@ -84,7 +85,7 @@ def warmup_steps_from(total_steps: int, warmup_ratio: float | None = None, warmu
     * both: allowed only when they agree (ceil(T·r) == warmup_steps), else ValueError;
     * neither: 0 (transformers' default, no warm-up).
     """
-    total = _check_int(total_steps, "total_steps", 0)
+    total = check_int(total_steps, "total_steps", 0)
     from_ratio = None
     if warmup_ratio is not None:
         ratio = _check_number(warmup_ratio, "warmup_ratio")
@@ -92,7 +93,7 @@ def warmup_steps_from(total_steps: int, warmup_ratio: float | None = None, warmu
             raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
         from_ratio = int(math.ceil(total * ratio))
     if warmup_steps is not None:
-        count = _check_int(warmup_steps, "warmup_steps", 0)
+        count = check_int(warmup_steps, "warmup_steps", 0)
         if from_ratio is not None and from_ratio != count:
             raise ValueError(f"warmup_ratio {warmup_ratio} gives ceil({total} * {warmup_ratio}) = {from_ratio} "
                              f"warm-up steps, but warmup_steps = {count}; give only one of them")
@@ -102,7 +103,7 @@ def warmup_steps_from(total_steps: int, warmup_ratio: float | None = None, warmu
 
 def regularizer_warmup_steps(total_steps: int, warmup_ratio: float = 1 / 3) -> int:
     """W = max(1, floor(T · warmup_ratio)) of the regularizer ramp (26 for T = 80, 4 for T = 12)."""
-    total = _check_int(total_steps, "total_steps", 1)
+    total = check_int(total_steps, "total_steps", 1)
     ratio = _check_number(warmup_ratio, "warmup_ratio")
     if ratio > 1.0:
         raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
@@ -116,7 +117,7 @@ def regularizer_weight(step, total_steps: int, max_weight: float, kind: str = "q
     W = max(1, floor(T · warmup_ratio)); λ = λ_max·(s/W)² ("quadratic") or λ_max·s/W ("linear") for
     s < W, else λ_max. Returns a Python float for an int step, else float32.
     """
-    total = _check_int(total_steps, "total_steps", 1)
+    total = check_int(total_steps, "total_steps", 1)
     lam_max = _check_number(max_weight, "max_weight")
     if kind not in REGULARIZER_KINDS:
         raise ValueError(f"kind must be one of {REGULARIZER_KINDS}, got {kind!r}")

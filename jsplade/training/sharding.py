@@ -2,9 +2,10 @@
 
 * Mesh axes are always ``("data", "fsdp", "tensor")`` (any may be 1), built from a string such as
   ``"data=2,fsdp=2,tensor=2"`` (one axis may be ``-1``: the rest of the devices) or ``"auto"``.
-* Every parameter gets logical axis names (``LOGICAL_AXES``: vocab, embed, heads, kv, mlp, …, matched
-  on the parameter path) and ``RULES`` map logical names to mesh axes. Both are data, in this file only.
-  A dimension that the mesh axis size does not divide stays replicated.
+* Every parameter gets logical axis names (vocab, embed, heads, kv, mlp, …) from the model's table, matched
+  on the parameter path (``SpladeModel.logical_axes()``: the backbone's ``Backbone.logical_axes`` and the
+  static query weight's), and ``RULES`` here map logical names to mesh axes. Both are data. A dimension
+  that the mesh axis size does not divide stays replicated.
 * Batches are sharded on their row axis over ``data × fsdp``; everything else follows from ``jax.jit``
   with these in/out shardings: the contrastive loss sees the global batch (every query against every
   document of every device) without a hand-written gather, and FLOPS means are global.
@@ -26,20 +27,10 @@ logger = logging.getLogger("jsplade")
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
-# Parameter path (regex on the dotted path, first match wins) → logical axis name per dimension.
-LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    (r"embeddings\.word\.embedding$", ("vocab", "embed")),
-    (r"embeddings\.token_type\.embedding$", (None, "embed")),
-    (r"attention\.qkv_kernel$", ("embed", None, "heads", "kv")),
-    (r"attention\.qkv_bias$", (None, "heads", "kv")),
-    (r"attention\.out_kernel$", ("heads", "kv", "embed")),
-    (r"mlp\.up_gate_kernel$", ("embed", None, "mlp")),
-    (r"mlp\.down_kernel$", ("mlp", "embed")),
-    (r"head\.dense_kernel$", ("embed", "embed_out")),
-    (r"head\.decoder_bias$", ("vocab",)),
-    (r"query\.weight$", ("vocab",)),
-    (r"(norm\.(scale|bias)|_bias)$", ("norm",)),
-)
+# A table of logical axes: (regex on the dotted parameter path, first match wins) → logical axis name per
+# dimension. Each backbone declares its own (``Backbone.logical_axes``); ``SpladeModel.logical_axes()`` joins
+# it with the static query weight's.
+AxesTable = Sequence[tuple[str, tuple[str | None, ...]]]
 
 # Logical axis → mesh axis (or None: replicated).
 RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -103,20 +94,21 @@ def make_mesh(spec: str | None = "auto", devices: Sequence[jax.Device] | None = 
 
 
 # --------------------------------------------------------------------------- params
-def logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
-    for pattern, axes in LOGICAL_AXES:
+def logical_axes(path: str, ndim: int, table: AxesTable) -> tuple[str | None, ...]:
+    """The logical axis names of parameter ``path`` (of rank ``ndim``) by the first matching ``table`` row."""
+    for pattern, axes in table:
         if re.search(pattern, path):
             if len(axes) != ndim:
                 raise ValueError(f"parameter {path!r}: logical axes {axes} do not fit its rank {ndim}")
             return axes
-    raise ValueError(f"parameter {path!r} has no logical-axis rule in jsplade.training.sharding.LOGICAL_AXES")
+    raise ValueError(f"parameter {path!r} has no logical-axis rule in the model's logical_axes table")
 
 
-def partition_spec(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
+def partition_spec(path: str, shape: tuple[int, ...], mesh: Mesh, table: AxesTable) -> P:
     """Mesh placement of one parameter; dimensions the mesh axis does not divide stay replicated."""
     spec = []
     used: set[str] = set()
-    for dim, name in zip(shape, logical_axes(path, len(shape))):
+    for dim, name in zip(shape, logical_axes(path, len(shape), table)):
         axis = RULES.get(name) if name is not None else None
         axes = (axis,) if isinstance(axis, str) else tuple(axis or ())
         axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
@@ -145,10 +137,10 @@ def _path(key_path) -> str:
     return ".".join(parts)
 
 
-def param_shardings(params: Any, mesh: Mesh) -> Any:
+def param_shardings(params: Any, mesh: Mesh, table: AxesTable) -> Any:
     """A pytree of NamedSharding matching ``params`` (an nnx.State or any pytree of arrays)."""
     def one(key_path, leaf):
-        return NamedSharding(mesh, partition_spec(_path(key_path), tuple(np.shape(leaf)), mesh))
+        return NamedSharding(mesh, partition_spec(_path(key_path), tuple(np.shape(leaf)), mesh, table))
 
     return jax.tree_util.tree_map_with_path(one, params)
 
@@ -208,10 +200,11 @@ def global_batch_from_host(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str
 
 
 # --------------------------------------------------------------------------- train state
-def shard_state(state: dict, optimizer, mesh: Mesh) -> tuple[dict, dict]:
-    """Place a train state on ``mesh``: parameters by the rules, optimizer moments like their parameters
-    (``optimizer.init`` under jit propagates the parameters' shardings), step and RNG replicated."""
-    p_sh = param_shardings(state["params"], mesh)
+def shard_state(state: dict, optimizer, mesh: Mesh, table: AxesTable) -> tuple[dict, dict]:
+    """Place a train state on ``mesh``: parameters by the rules (``table``: the model's logical axes),
+    optimizer moments like their parameters (``optimizer.init`` under jit propagates the parameters'
+    shardings), step and RNG replicated."""
+    p_sh = param_shardings(state["params"], mesh, table)
     params = jax.device_put(state["params"], p_sh)
     rep = replicated(mesh)
     o_sh = optimizer_shardings(optimizer, state["params"], p_sh, mesh)

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,18 +26,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jsplade.splade.batching import padded_length
+from jsplade.backbones.params import flat_state_dict
+from jsplade.checkpoints.orbax_dir import CheckpointSteps, copy_template, to_numpy_flat, write_meta
+from jsplade.splade.batching import padded_length, pow2_at_least
+from jsplade.splade.encoder import SparseEncoder
+from jsplade.splade.packing import pack_documents
+from jsplade.splade.static_embedding import query_presence
+from jsplade.training import data as training_data
+from jsplade.training import sharding
+from jsplade.training.config import TrainConfig
 from jsplade.training.losses import splade_loss
 from jsplade.training.metrics import MetricsLog
 from jsplade.training.optim import global_norm, last_grad_norm, make_optimizer
-from jsplade.backbones.params import flat_state_dict
 from jsplade.training.schedules import linear_warmup_decay, regularizer_weight, warmup_steps_from
-from jsplade.splade.static_embedding import query_presence
-from jsplade.checkpoints.orbax_dir import CheckpointSteps, copy_template, to_numpy_flat, write_meta
-from jsplade.training.config import TrainConfig
-
-if TYPE_CHECKING:
-    from jsplade.splade.encoder import SparseEncoder
 
 logger = logging.getLogger("jsplade")
 
@@ -160,7 +161,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings:
 
 
 # --------------------------------------------------------------------------- host side
-def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
+def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
             max_query_length: int | None, max_document_length: int, pack_length: int | None = None,
             row_multiple: int = 1) -> dict[str, np.ndarray]:
     """Tokenize the rows of each micro-batch into padded arrays (see module docstring).
@@ -189,7 +190,7 @@ def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batch
             out["query_ids"][a, b, :len(ids)] = ids
             out["query_mask"][a, b, :len(ids)] = 1
     if pack_length is not None:
-        out.update(_pack(d_ids_all, min(pack_length, max_document_length), row_multiple))
+        out.update(pack_micro_batches(d_ids_all, min(pack_length, max_document_length), row_multiple))
         return out
     ld = padded_length(max(len(x) for cols in d_ids_all for col in cols for x in col), max_document_length)
     out["doc_ids"] = np.zeros((n_micro, n_cols, batch, ld), np.int32)
@@ -202,10 +203,9 @@ def collate(encoder: "SparseEncoder", rows: Sequence[Sequence[str]], micro_batch
     return out
 
 
-def _pack(d_ids_all, pack_length: int, row_multiple: int) -> dict[str, np.ndarray]:
-    from jsplade.splade.batching import pow2_at_least
-    from jsplade.splade.packing import pack_documents
-
+def pack_micro_batches(d_ids_all, pack_length: int, row_multiple: int) -> dict[str, np.ndarray]:
+    """The ``pack_*`` arrays of ``collate``: ``d_ids_all[a][c][b]`` = token ids of document ``b`` of column
+    ``c`` in micro-batch ``a``, packed into rows of ``pack_length`` tokens (see ``collate``)."""
     packed = [pack_documents([ids for col in cols for ids in col], pack_length) for cols in d_ids_all]
     n_rows = max(pow2_at_least(max(p.input_ids.shape[0] for p in packed)), row_multiple)
     n_rows = -(-n_rows // row_multiple) * row_multiple
@@ -282,7 +282,6 @@ def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, 
     rng = jnp.asarray(np.asarray(progress.get("rng", np.asarray(jax.device_get(template["rng"]))), np.uint32))
     new = {"params": params, "opt": opt, "step": jnp.asarray(done, jnp.int32), "rng": rng}
     if sharded:
-        from jsplade.training import sharding
         rep = sharding.replicated(mesh)
         new["step"] = jax.device_put(new["step"], rep)
         new["rng"] = jax.device_put(new["rng"], rep)
@@ -314,7 +313,7 @@ class _NullLog:
 
 @dataclass
 class TrainResult:
-    encoder: "SparseEncoder"
+    encoder: SparseEncoder
     steps: int
     history: list[dict[str, Any]]
     output_dir: Path
@@ -325,11 +324,8 @@ class Trainer:
     """Host loop around the compiled step: data plan, logging, checkpoints, resume, export."""
 
     def __init__(self, config: TrainConfig, encoder: SparseEncoder | None = None, dataset=None,
-                 eval_fn: Callable[["SparseEncoder", int], dict[str, float]] | None = None,
+                 eval_fn: Callable[[SparseEncoder, int], dict[str, float]] | None = None,
                  plan: list[list[list[int]]] | None = None):
-        from jsplade.training import data as training_data
-        from jsplade.splade.encoder import SparseEncoder
-
         self.config = config
         if encoder is None and not config.base_model:
             raise ValueError("config key 'base_model' is empty: give a SparseEncoder directory, a jsplade "
@@ -365,7 +361,6 @@ class Trainer:
         may be shorter, as in transformers' Trainer); micro-batches of one step are stacked, so a batch of
         another size (a short last batch) starts a step of its own. Replayed batches are grouped the same way.
         """
-        from jsplade.training import data as training_data
         cfg = self.config
         a = cfg.grad_accum_steps
         if cfg.replay_batches:
@@ -408,13 +403,12 @@ class Trainer:
                  "rng": jax.random.key_data(jax.random.key(cfg.seed))}
         self.mesh = None
         if cfg.mesh is not None:
-            from jsplade.training import sharding
             self.mesh = sharding.make_mesh(cfg.mesh)
             divisor = sharding.batch_divisor(self.mesh)
             if any(len(mb) % divisor for step in self.plan for mb in step):
                 raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
             self.row_multiple = divisor
-            state, state_shardings = sharding.shard_state(state, optimizer, self.mesh)
+            state, state_shardings = sharding.shard_state(state, optimizer, self.mesh, model.logical_axes())
             step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents)
             place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
         else:
@@ -509,20 +503,9 @@ class Trainer:
         enc = self.encoder
         if enc.source is not None and Path(enc.source).is_dir():
             copy_template(enc.source, self.output_dir)
-        write_meta(self.output_dir, {
-            "config": enc.model.mlm.config.to_hf_dict("new"),
-            "pooling": {"pooling_strategy": enc.model.pooling_strategy,
-                        "activation_function": enc.model.activation},
-            "max_seq_length": enc.max_seq_length,
-            "similarity_fn_name": enc.similarity_fn_name,
-            "prompts": enc.prompts,
-            "source": str(enc.source) if enc.source is not None else None,
-        })
+        write_meta(self.output_dir, enc.to_parts().checkpoint_meta())
 
     def _export(self) -> Path:
-        from jsplade.checkpoints.st_export import export_sparse_encoder
-
         dst = self.output_dir / "model"
-        export_sparse_encoder(self.encoder, dst, layout=self.config.export_layout,
-                              naming=self.config.export_naming, overwrite=True)
+        self.encoder.save(dst, layout=self.config.export_layout, naming=self.config.export_naming, overwrite=True)
         return dst

@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from jsplade.training import sharding
+from jsplade.backbones.gte import GTE
 from jsplade.backbones.gte_config import GteConfig
 from jsplade.checkpoints.hf_folder import mlm_from_params
 from jsplade.training.optim import make_optimizer
@@ -19,7 +20,6 @@ from jsplade.backbones.recipe import recipe_state_dict
 from jsplade.splade.model import SpladeModel
 from jsplade.splade.static_embedding import StaticQueryEmbedding
 from jsplade.training.trainer import StepSettings, make_train_step
-from jsplade.backbones.weight_map import hf_to_params
 
 CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "sparse_encoder" / "model" / "config.json"
 SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambda_d=3e-3, lambda_q=5e-3,
@@ -28,9 +28,13 @@ SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambd
 
 def build_model(remat: bool = False) -> SpladeModel:
     cfg = GteConfig.from_json_file(CONFIG).replace(hidden_dropout_prob=0.0)
-    mlm = mlm_from_params(cfg, hf_to_params(recipe_state_dict(cfg, 7), cfg)).with_compute(remat=remat)
+    mlm = mlm_from_params(cfg, GTE.hf_to_params(recipe_state_dict(cfg, 7), cfg)).with_compute(remat=remat)
     weights = np.random.RandomState(0).uniform(0.5, 8.0, cfg.vocab_size).astype(np.float32)
     return SpladeModel(mlm, StaticQueryEmbedding(weights))
+
+
+# The sharding table of the test model (every SpladeModel over GTE has this one).
+AXES = build_model().logical_axes()
 
 
 def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
@@ -61,7 +65,7 @@ def runner(mesh_spec: str | None, packed: bool = False, remat: bool = False):
     if mesh_spec is None:
         return state, jax.jit(step, donate_argnums=0), (lambda b: b), None
     mesh = sharding.make_mesh(mesh_spec)
-    state, shardings = sharding.shard_state(state, optimizer, mesh)
+    state, shardings = sharding.shard_state(state, optimizer, mesh, AXES)
     return state, sharding.jit_sharded_step(step, mesh, shardings, packed=packed), \
         (lambda b: sharding.global_batch_from_host(b, mesh)), mesh
 

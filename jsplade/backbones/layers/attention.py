@@ -11,7 +11,7 @@ Implementations behind one switch (``impl``), all giving the same numbers within
 * ``"chunked"`` exact same arithmetic as "xla", queries processed in blocks so the live score tensor
                 is [B, H, block, L] (inference memory linear in L).
 * ``"blockwise"`` online-softmax (flash) attention with its own backward pass
-                (``jsplade.backbones.layers.blockwise_attention``): memory linear in L for training too.
+                (``blockwise_attention``): memory linear in L for training too.
 * ``"cudnn"``   ``jax.nn.dot_product_attention(implementation="cudnn")`` (NVIDIA GPUs, bf16/fp16,
                 key-padding masks without packing); falls back to "blockwise" where it does not apply.
 * ``"splash"``  the Pallas splash-attention kernel on TPU (lengths multiple of 128, no dropout);
@@ -30,18 +30,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jsplade.backbones.layers.blockwise_attention import blockwise_attention
 from jsplade.backbones.layers.dropout import dropout
+from jsplade.backbones.layers.scores import float32_product, heads_first, key_bias, split_scale
+from jsplade.backbones.layers.splash_attention import splash_attention
 
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "blockwise", "cudnn", "splash")
-
-
-def key_bias(key_mask_BxL: jnp.ndarray, dtype, query_segments_BxL=None, key_segments_BxL=None):
-    """Additive bias [B, 1, Lq or 1, Lk]: 0 where attention is allowed, finfo(dtype).min elsewhere."""
-    allowed = key_mask_BxL.astype(bool)[:, None, None, :]
-    if query_segments_BxL is not None:
-        same = query_segments_BxL[:, None, :, None] == key_segments_BxL[:, None, None, :]
-        allowed = jnp.logical_and(allowed, same)
-    return jnp.where(allowed, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min, dtype))
 
 
 def resolve_impl(impl: str, length: int, dtype, packed: bool, with_dropout: bool, chunk_threshold: int) -> str:
@@ -71,36 +65,8 @@ def _attend_block(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, softmax_dtype, dropout_
                    jnp.dtype(softmax_dtype))
 
 
-def _heads_first(t_BxLxHxK):
-    return jnp.transpose(t_BxLxHxK, (0, 2, 1, 3))
-
-
 def _scale(head_dim: int, softmax_dtype):
     return jnp.asarray(math.sqrt(head_dim), softmax_dtype)
-
-
-def float32_product(spec, a, b, precision):
-    """An attention product (einsum) with float32 accumulation and result, whatever the operands' dtype.
-
-    For bfloat16 operands the scores reach the float32 softmax without a bfloat16 rounding in between, as
-    in flash kernels (test inputs with their scores ×4: output error against float32 1.1e-2 → 8.7e-3), and
-    XLA:CPU runs the product on its bfloat16 kernel (one returning bfloat16 runs at float32 speed there).
-    Shared by the blockwise path (``jsplade.backbones.layers.blockwise_attention``).
-    """
-    return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
-
-
-def split_scale(q, dim):
-    """(q·f, c) with scores = ⟨q·f, k⟩ / c equal to ⟨q, k⟩ / √d (c None: no division).
-
-    Where √d is a power of two (d = 64 in v3-gte), 1/√d is folded into q: exact in any float format,
-    and one multiply per query element instead of one divide per score. Otherwise the scores are
-    divided (c = √d, f = 1). Shared by the blockwise path.
-    """
-    root = math.sqrt(dim)
-    if root == 2.0 ** round(math.log2(root)):
-        return q * jnp.asarray(1.0 / root, q.dtype), None
-    return q, jnp.float32(root)
 
 
 def _biased_scores(q_BxHxQxK, k_BxHxLxK, bias, softmax_dtype, precision):
@@ -138,26 +104,26 @@ def _attend_no_grad(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, precision, softmax_dt
     Equal to the normalised form up to float rounding; at 32 × 176 tokens on the 2-core CPU one layer's
     attention takes 38 instead of 66 ms.
     """
-    q_h, k_h, v_h = _heads_first(q_BxQxHxK), _heads_first(k_BxLxHxK), _heads_first(v_BxLxHxK)
+    q_h, k_h, v_h = heads_first(q_BxQxHxK), heads_first(k_BxLxHxK), heads_first(v_BxLxHxK)
     scores_BxHxQxL = _biased_scores(q_h, k_h, bias, softmax_dtype, precision)
     weights_BxHxQxL = jnp.exp(scores_BxHxQxL - jnp.max(scores_BxHxQxL, axis=-1, keepdims=True)).astype(v_h.dtype)
     # Low precision: the normaliser sums the rounded weights the product uses.
     total_BxHxQx1 = jnp.sum(weights_BxHxQxL.astype(softmax_dtype), axis=-1, keepdims=True)
     out_BxHxQxK = float32_product("bhql,bhlk->bhqk", weights_BxHxQxL, v_h, precision) / total_BxHxQx1
-    return _heads_first(out_BxHxQxK.astype(v_h.dtype))
+    return heads_first(out_BxHxQxK.astype(v_h.dtype))
 
 
 def _attend_fwd(q_BxQxHxK, k_BxLxHxK, v_BxLxHxK, bias, dropout_key, dropout_rate, precision, softmax_dtype):
-    q_h, k_h, v_h = _heads_first(q_BxQxHxK), _heads_first(k_BxLxHxK), _heads_first(v_BxLxHxK)
+    q_h, k_h, v_h = heads_first(q_BxQxHxK), heads_first(k_BxLxHxK), heads_first(v_BxLxHxK)
     probs_BxHxQxL = _probs(q_h, k_h, bias, softmax_dtype, precision)
     kept_BxHxQxL = dropout(probs_BxHxQxL, dropout_rate, dropout_key).astype(v_h.dtype)
     out_BxHxQxK = float32_product("bhql,bhlk->bhqk", kept_BxHxQxL, v_h, precision).astype(v_h.dtype)
-    return _heads_first(out_BxHxQxK), (q_h, k_h, v_h, probs_BxHxQxL, dropout_key)
+    return heads_first(out_BxHxQxK), (q_h, k_h, v_h, probs_BxHxQxL, dropout_key)
 
 
 def _attend_bwd(dropout_rate, precision, softmax_dtype, residuals, g_BxQxHxK):
     q_h, k_h, v_h, probs_BxHxQxL, dropout_key = residuals
-    g_h = _heads_first(g_BxQxHxK).astype(v_h.dtype)
+    g_h = heads_first(g_BxQxHxK).astype(v_h.dtype)
     kept_BxHxQxL = dropout(probs_BxHxQxL, dropout_rate, dropout_key).astype(v_h.dtype)
     dv_h = float32_product("bhql,bhqk->bhlk", kept_BxHxQxL, g_h, precision).astype(v_h.dtype)
     dkept_BxHxQxL = float32_product("bhqk,bhlk->bhql", g_h, v_h, precision)
@@ -168,19 +134,19 @@ def _attend_bwd(dropout_rate, precision, softmax_dtype, residuals, g_BxQxHxK):
     dscores_BxHxQxL = (probs_BxHxQxL * (dprobs_BxHxQxL - row_BxHxQx1) / scale).astype(q_h.dtype)
     dq_h = float32_product("bhql,bhlk->bhqk", dscores_BxHxQxL, k_h, precision).astype(q_h.dtype)
     dk_h = float32_product("bhql,bhqk->bhlk", dscores_BxHxQxL, q_h, precision).astype(k_h.dtype)
-    return _heads_first(dq_h), _heads_first(dk_h), _heads_first(dv_h), None, None
+    return heads_first(dq_h), heads_first(dk_h), heads_first(dv_h), None, None
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def attention(
-    q_BxLxHxK: jnp.ndarray,
-    k_BxLxHxK: jnp.ndarray,
-    v_BxLxHxK: jnp.ndarray,
-    key_mask_BxL: jnp.ndarray,
+    q: jnp.ndarray,
+    k: jnp.ndarray,
+    v: jnp.ndarray,
+    key_mask: jnp.ndarray,
     *,
-    segment_ids_BxL: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None = None,
     impl: str = "auto",
     chunk_size: int = 512,
     chunk_threshold: int = 2048,
@@ -188,7 +154,9 @@ def attention(
     dropout_key: jax.Array | None = None,
     precision=None,
 ) -> jnp.ndarray:
-    """Softmax attention over keys; returns [B, L, H, K] in the dtype of ``v``."""
+    """Softmax attention over keys: q, k, v [B, L, H, K], ``key_mask`` [B, L] (nonzero = a real key),
+    ``segment_ids`` [B, L] (packing) or None; returns [B, L, H, K] in the dtype of ``v``."""
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL, segment_ids_BxL = q, k, v, key_mask, segment_ids
     length = q_BxLxHxK.shape[1]
     softmax_dtype = jnp.promote_types(q_BxLxHxK.dtype, jnp.float32)
     with_dropout = dropout_key is not None and dropout_rate > 0.0
@@ -198,12 +166,8 @@ def attention(
         return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_value_seq_lengths=lengths_B,
                                             implementation="cudnn")
     if impl == "splash":
-        from jsplade.backbones.layers.splash_attention import splash_attention
-
         return splash_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL, segment_ids_BxL)
     if impl == "blockwise":
-        from jsplade.backbones.layers.blockwise_attention import blockwise_attention
-
         # Tiles of 2·chunk queries × chunk keys: the fastest of the sizes measured on a 2-core CPU at 8192
         # tokens (512×1024 24.9 s, 512×512 25.7 s, 256×256 36.4 s for a 12-layer v3-gte forward).
         return blockwise_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL != 0, segment_ids_BxL,

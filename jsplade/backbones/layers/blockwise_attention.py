@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from jsplade.backbones.layers.attention import float32_product, split_scale
+from jsplade.backbones.layers.scores import float32_product, heads_first, split_scale
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 SAVE_NAME = "blockwise_attention"
@@ -45,11 +45,6 @@ def _blocks(x, block, axis, fill=0):
     return jnp.moveaxis(x.reshape(shape), axis, 0)
 
 
-def _heads_first(x_BxLxHxK):
-    """[B, L, H, K] → [B, H, L, K]: every tile product is then a plain batched matmul (no per-tile transposes)."""
-    return jnp.swapaxes(x_BxLxHxK, 1, 2)
-
-
 def _unblock_heads(x, length):
     """Blocks [n, B, H, C, K] → [B, L, H, K]."""
     n, b, h, c, k = x.shape
@@ -66,7 +61,7 @@ def _bias(key_mask_BxC, q_seg_BxQ, k_seg_BxC, exists_C):
 
 
 def _key_blocks(k, v, key_mask, segment_ids, k_block, length):
-    xs = {"k": _blocks(_heads_first(k), k_block, 2), "v": _blocks(_heads_first(v), k_block, 2),
+    xs = {"k": _blocks(heads_first(k), k_block, 2), "v": _blocks(heads_first(v), k_block, 2),
           "mask": _blocks(key_mask.astype(bool), k_block, 1, fill=False),
           "exists": _blocks(jnp.ones((length,), bool), k_block, 0, fill=False)}
     if segment_ids is not None:
@@ -91,7 +86,7 @@ def _per_key_block(tile_step):
 
 
 def _query_blocks(q, segment_ids, q_block):
-    xs = {"q": _blocks(_heads_first(q), q_block, 2)}
+    xs = {"q": _blocks(heads_first(q), q_block, 2)}
     if segment_ids is not None:
         xs["seg"] = _blocks(segment_ids, q_block, 1, fill=-2)
     return xs
@@ -171,8 +166,8 @@ def _bwd(k_block, precision, q_block, res, d_out):
     length, dim = q.shape[1], q.shape[3]
     kbs, qbs, divisor = _tiles(q, k, v, key_mask, segment_ids, k_block, q_block)
     rows = qbs["q"].shape[3]  # the (clamped) query block size
-    qbs["do"] = _blocks(_heads_first(d_out.astype(jnp.float32)), rows, 2)
-    qbs["o"] = _blocks(_heads_first(out.astype(jnp.float32)), rows, 2)
+    qbs["do"] = _blocks(heads_first(d_out.astype(jnp.float32)), rows, 2)
+    qbs["o"] = _blocks(heads_first(out.astype(jnp.float32)), rows, 2)
     qbs["m"], qbs["l"] = m_blocks, l_blocks
 
     # dK and dV are formed transposed, [B, H, K, C] per key block (dVᵀ = dOᵀ·P, dKᵀ = Q'ᵀ·dS): a product

@@ -26,22 +26,32 @@ evaluates it again for every head and layer (about 5% of a 32 × 176-token encod
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsplade.backbones.gte_config import GteConfig
+
+@dataclass(frozen=True)
+class RotarySpec:
+    """What the rotary tables depend on: the head dim d_h, the base θ and the NTK scaling (factor s, and
+    b for mixed NTK; None: no scaling). A backbone config gives its own (``GteConfig.rotary``)."""
+
+    head_dim: int
+    theta: float
+    ntk_factor: float | None = None
+    ntk_mixed_b: float | None = None
 
 
 @functools.lru_cache(maxsize=64)
-def rope_frequencies(config: GteConfig) -> np.ndarray:
+def rope_frequencies(spec: RotarySpec) -> np.ndarray:
     """The d_h/2 rotary frequencies ω the reference uses for every position, float32 [d_h/2]."""
-    dim = config.head_dim
+    dim = spec.head_dim
     exponents = (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)).astype(np.float32)
-    factor = config.ntk_factor
-    mixed_b = config.ntk_mixed_b
-    base = float(config.rope_theta)
+    factor = spec.ntk_factor
+    mixed_b = spec.ntk_mixed_b
+    base = float(spec.theta)
     if factor is not None and mixed_b is None:
         base = base * factor
     inv_freq = (np.float32(1.0) / np.power(np.float32(base), exponents, dtype=np.float32)).astype(np.float32)
@@ -59,7 +69,7 @@ def rope_frequencies(config: GteConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def rope_table(config: GteConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
+def rope_table(spec: RotarySpec, length: int) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin [length, d_h] (float32) of positions 0 … length − 1, computed on the host.
 
     The angles are the same float32 products t·ω as ``rope_cos_sin``; cos and sin are evaluated in
@@ -68,21 +78,22 @@ def rope_table(config: GteConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """
     if length < 1:
         raise ValueError(f"rope table length must be at least 1, got {length}")
-    angles_LxK = _angles(np, np.arange(length), rope_frequencies(config)).astype(np.float64)
+    angles_LxK = _angles(np, np.arange(length), rope_frequencies(spec)).astype(np.float64)
     cos_LxK, sin_LxK = np.cos(angles_LxK).astype(np.float32), np.sin(angles_LxK).astype(np.float32)
     cos_LxK.setflags(write=False)  # cached: shared between callers
     sin_LxK.setflags(write=False)
     return cos_LxK, sin_LxK
 
 
-def rope_tables(config: GteConfig, length: int, positions_BxL: jnp.ndarray | None = None, dtype=jnp.float32):
+def rope_tables(spec: RotarySpec, length: int, positions: jnp.ndarray | None = None, dtype=jnp.float32):
     """cos/sin tables for a batch of ``length`` tokens: [1, L, d_h] (positions 0 … L−1 in every row, the
     default) or [B, L, d_h] for given integer positions, in ``dtype``.
 
     Given positions are looked up in ``rope_table`` when all lie in [0, L) (packed rows restart their
     positions below L), otherwise computed on the device (``rope_cos_sin``); both ways a materialised table.
     """
-    cos_LxK, sin_LxK = rope_table(config, length)
+    cos_LxK, sin_LxK = rope_table(spec, length)
+    positions_BxL = positions
     if positions_BxL is None:
         return jnp.asarray(cos_LxK, dtype)[None], jnp.asarray(sin_LxK, dtype)[None]
     positions_BxL = jnp.asarray(positions_BxL, jnp.int32)
@@ -91,7 +102,7 @@ def rope_tables(config: GteConfig, length: int, positions_BxL: jnp.ndarray | Non
         return jnp.asarray(cos_LxK)[pos_BxL], jnp.asarray(sin_LxK)[pos_BxL]
 
     def compute(pos_BxL):
-        return rope_cos_sin(pos_BxL, jnp.asarray(rope_frequencies(config)))
+        return rope_cos_sin(pos_BxL, jnp.asarray(rope_frequencies(spec)))
 
     in_table = jnp.all(jnp.logical_and(positions_BxL >= 0, positions_BxL < length))
     cos_BxLxK, sin_BxLxK = jax.lax.cond(in_table, look_up, compute, positions_BxL)
@@ -105,14 +116,16 @@ def _angles(xp, positions, inv_freq):
     return xp.concatenate([angles, angles], axis=-1)
 
 
-def rope_cos_sin(positions_BxL: jnp.ndarray, inv_freq: jnp.ndarray):
-    """cos/sin tables [B, L, d_h] (float32) for integer positions, computed on the device."""
-    angles = _angles(jnp, positions_BxL, inv_freq)
+def rope_cos_sin(positions: jnp.ndarray, inv_freq: jnp.ndarray):
+    """cos/sin tables [B, L, d_h] (float32) for integer positions [B, L], computed on the device."""
+    angles = _angles(jnp, positions, inv_freq)
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x_BxLxHxK: jnp.ndarray, cos_BxLxK: jnp.ndarray, sin_BxLxK: jnp.ndarray) -> jnp.ndarray:
-    """x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁] (halves of the head dim)."""
+def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
+    """x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁] (halves of the head dim); x [B, L, H, K],
+    cos/sin [1 or B, L, K]."""
+    x_BxLxHxK, cos_BxLxK, sin_BxLxK = x, cos, sin
     half = x_BxLxHxK.shape[-1] // 2
     x1, x2 = x_BxLxHxK[..., :half], x_BxLxHxK[..., half:]
     rotated = jnp.concatenate([-x2, x1], axis=-1)

@@ -25,7 +25,10 @@ def _kernel(length: int, heads: int, interpret: bool):
     return sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
-def splash_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL, segment_ids_BxL=None, interpret: bool = False):
+def splash_attention(q, k, v, key_mask, segment_ids=None, interpret: bool = False):
+    """Attention of q, k, v [B, L, H, K] with ``key_mask`` [B, L] and optional packing ``segment_ids`` [B, L]
+    through the splash kernel; [B, L, H, K] in the dtype of ``v``."""
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, key_mask_BxL, segment_ids_BxL = q, k, v, key_mask, segment_ids
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
     batch, length, heads, dim = q_BxLxHxK.shape

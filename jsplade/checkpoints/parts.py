@@ -1,0 +1,258 @@
+"""A sparse encoder as plain parts, read from its directories: what the SPLADE side builds a ``SparseEncoder``
+from and what the writers (``st_export``, the converters, the trainer's checkpoints) write.
+
+``EncoderParts`` holds the document backbone (a ``jsplade.backbones`` model), the static query weights,
+the pooling settings, both tokenizers and the encoder settings (length, prompts, similarity, active dims).
+
+* ``read_sparse_encoder(path_or_hub_id)``: a sentence-transformers ``SparseEncoder`` directory (either
+  layout, either dialect; ``st_format``) or a hub id.
+* ``read_checkpoint(run_dir, step)``: a jsplade checkpoint directory (``orbax_dir``): the meta JSON, the
+  tokenizers of ``template/`` and the parameters of an orbax step (default: the latest).
+
+Every problem raises ``ValueError`` / ``FileNotFoundError`` naming the file; only JSON, text and
+safetensors are read, never pickle or code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jsplade.backbones.compute import ComputeOptions
+from jsplade.backbones.params import build_with_params, flat_params
+from jsplade.backbones.protocol import ConfigError, MaskedLM
+from jsplade.backbones.registry import backbone_of, config_from_hf_dict
+from jsplade.backbones.tokenizer import WordPieceTokenizer, document_max_length
+from jsplade.checkpoints.hf_folder import load_mlm
+from jsplade.checkpoints.orbax_dir import (META_FILE, STEPS_DIR, TEMPLATE_DIR, CheckpointSteps, read_meta,
+                                           to_numpy_flat)
+from jsplade.checkpoints.st_format import (ACTIVATIONS, POOLING_STRATEGIES, read_query_weights,
+                                           read_sparse_encoder_dir, resolve_model_path)
+
+QUERY_PARAM = "query.weight"
+MLM_PREFIX = "mlm."
+
+
+@dataclass
+class EncoderParts:
+    """Everything a SparseEncoder is made of. ``source`` is the directory the parts came from (its
+    non-weight files are a checkpoint's ``template/``), or None."""
+
+    mlm: MaskedLM
+    query_weights: np.ndarray  # [V] float32
+    document_tokenizer: WordPieceTokenizer
+    query_tokenizer: WordPieceTokenizer
+    pooling_strategy: str
+    activation: str
+    max_seq_length: int
+    similarity_fn_name: str = "dot"
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    max_active_dims: int | None = None
+    source: Path | None = None
+
+    def flat_params(self) -> dict[str, np.ndarray]:
+        """The checkpoint's flat parameters, float32 numpy: ``{"mlm.<path>": ..., "query.weight": ...}``."""
+        out = {MLM_PREFIX + k: v for k, v in to_numpy_flat(flat_params(self.mlm)).items()}
+        out[QUERY_PARAM] = np.asarray(self.query_weights, np.float32)
+        return out
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """The meta JSON object of a jsplade checkpoint directory of these parts."""
+        return {
+            "config": self.mlm.config.to_hf_dict(),
+            "pooling": {"pooling_strategy": self.pooling_strategy, "activation_function": self.activation},
+            "max_seq_length": int(self.max_seq_length),
+            "similarity_fn_name": self.similarity_fn_name,
+            "prompts": dict(self.prompts),
+            "default_prompt_name": self.default_prompt_name,
+            "max_active_dims": self.max_active_dims,
+            "source": str(self.source) if self.source is not None else None,
+        }
+
+
+# ----------------------------------------------------------------------------- sentence-transformers directories
+def read_sparse_encoder(path_or_hub_id: str | Path, *, compute: ComputeOptions | None = None) -> EncoderParts:
+    """The parts of a sentence-transformers SparseEncoder directory (ST-native or OpenSearch hub layout,
+    5.x or 6.x dialect), or of a hub id fetched through huggingface_hub."""
+    if not isinstance(path_or_hub_id, (str, Path)):
+        raise TypeError(f"path_or_hub_id must be a str or Path, got {type(path_or_hub_id).__name__}")
+    root = resolve_model_path(str(path_or_hub_id))
+    spec = read_sparse_encoder_dir(root)
+    doc_tok = WordPieceTokenizer.from_dir(spec.document.folder)
+    try:
+        query_tok = WordPieceTokenizer.from_dir(spec.query.folder)
+    except (FileNotFoundError, ValueError):
+        query_tok = doc_tok  # the query tokenizer is the document tokenizer in every published model
+    mlm = load_mlm(spec.document.folder, compute=compute)
+    weights = read_query_weights(spec.query, query_tok.get_vocab())
+    _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json",
+                 doc_tok.vocab_size, spec.document.folder, len(weights), spec.query)
+    max_len = document_max_length(spec.document.max_seq_length, mlm.config.max_position_embeddings,
+                                  doc_tok.model_max_length)
+    return EncoderParts(mlm, weights, doc_tok, query_tok, spec.pooling.pooling_strategy,
+                        spec.pooling.activation_function, max_len, similarity_fn_name=spec.similarity_fn_name,
+                        prompts=spec.prompts, default_prompt_name=spec.default_prompt_name,
+                        max_active_dims=spec.max_active_dims, source=root)
+
+
+def _check_sizes(config_vocab: int, config_path: Path, tokenizer_vocab: int, tokenizer_dir: Path,
+                 weight_len: int, query_spec) -> None:
+    if config_vocab == tokenizer_vocab == weight_len:
+        return
+    weight_file = query_spec.weight_file or query_spec.json_weights_file
+    raise ValueError(
+        "vocabulary sizes disagree: "
+        f"{config_path} vocab_size={config_vocab}, tokenizer in {tokenizer_dir} has {tokenizer_vocab} tokens, "
+        f"static query weight {weight_file} has {weight_len} entries; all three must be equal")
+
+
+# ----------------------------------------------------------------------------- jsplade checkpoint directories
+def read_checkpoint(run_dir: str | Path, step: int | None = None, *,
+                    compute: ComputeOptions | None = None) -> EncoderParts:
+    """The parts of a jsplade checkpoint directory: the model config, pooling and encoder settings from its
+    meta JSON, the tokenizers from ``template/``, the parameters of orbax step ``step`` (default: the latest).
+    ``source`` is the template directory.
+
+    Raises ``ValueError`` / ``FileNotFoundError`` naming the file for: not a checkpoint directory, a bad meta
+    file or unsupported config option, a missing template or tokenizer, no such step, parameters missing or
+    unexpected, a vocabulary mismatch (config vs tokenizers vs static weight), shapes that do not fit the config.
+    """
+    run_dir = Path(check_path_arg(run_dir, "run_dir"))
+    step = check_step(step)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: not a directory (expected a jsplade checkpoint directory)")
+    meta_path = run_dir / META_FILE
+    meta = read_meta(run_dir)
+    config = _meta_config(meta, meta_path)
+    strategy, activation = _meta_pooling(meta, meta_path)
+    settings = _meta_settings(meta, meta_path)
+
+    template = run_dir / TEMPLATE_DIR
+    doc_folder, query_folder = template_folders(template)
+    doc_tok = WordPieceTokenizer.from_dir(doc_folder)
+    if any((query_folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        query_tok = WordPieceTokenizer.from_dir(query_folder)
+    else:
+        query_tok = doc_tok  # no tokenizer files in the query module: it shares the document tokenizer
+
+    params, step_dir = _restore_params(run_dir, step)
+    weight = params[QUERY_PARAM]
+    if weight.ndim != 1:
+        raise ValueError(f"{step_dir}: parameter '{QUERY_PARAM}' must be 1-D [vocab], got shape {list(weight.shape)}")
+    sizes = {f"{meta_path.name} config vocab_size": config.vocab_size,
+             f"document tokenizer ({doc_folder})": doc_tok.vocab_size,
+             f"query tokenizer ({query_folder})": query_tok.vocab_size,
+             f"static weight '{QUERY_PARAM}' in {step_dir}": int(weight.shape[0])}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"{run_dir}: vocabulary sizes disagree: "
+                         + ", ".join(f"{k} = {v}" for k, v in sizes.items()) + "; all must be equal")
+    mlm_values = {k[len(MLM_PREFIX):]: v for k, v in params.items() if k.startswith(MLM_PREFIX)}
+    try:
+        mlm = build_with_params(lambda: backbone_of(config).new_model(config, compute=compute), mlm_values)
+    except ValueError as exc:
+        raise ValueError(f"{step_dir}: checkpoint parameters do not fit the config in {meta_path}: {exc}") from None
+    return EncoderParts(mlm, weight, doc_tok, query_tok, strategy, activation, source=template, **settings)
+
+
+def template_folders(template: Path) -> tuple[Path, Path]:
+    """(document transformer folder, query module folder) of a checkpoint's ``template/`` directory (a
+    SparseEncoder directory without weight files)."""
+    template = Path(template)
+    if not template.is_dir():
+        raise FileNotFoundError(f"{template}: the checkpoint has no {TEMPLATE_DIR}/ directory (the source model's "
+                                "tokenizer and module files); it cannot be rebuilt or exported")
+    spec = read_sparse_encoder_dir(template, require_weights=False)
+    return spec.document.folder, spec.query.folder
+
+
+def check_path_arg(value: Any, name: str) -> str:
+    """``value`` as a str; a TypeError naming ``name`` unless it is a non-empty str or Path."""
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        raise TypeError(f"{name} must be a non-empty str or Path, got {value!r}")
+    return str(value)
+
+
+def check_step(step: Any) -> int | None:
+    """``step`` as an int (or None); a ValueError unless it is a non-negative integer or None."""
+    if step is None:
+        return None
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be a non-negative integer or None, got {step!r}")
+    return int(step)
+
+
+def _meta_config(meta: dict, meta_path: Path):
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{meta_path}: key 'config' must hold the model's HF config object")
+    try:
+        return config_from_hf_dict(raw, source=f"{meta_path} (key 'config')")
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # wrong value types the dataclass did not catch itself
+        raise ConfigError(f"{meta_path} (key 'config'): {exc}") from None
+
+
+def _meta_pooling(meta: dict, meta_path: Path) -> tuple[str, str]:
+    pooling = meta.get("pooling") or {}
+    strategy = pooling.get("pooling_strategy", "max") if isinstance(pooling, dict) else None
+    activation = pooling.get("activation_function", "log1p_relu") if isinstance(pooling, dict) else None
+    if strategy not in POOLING_STRATEGIES:
+        raise ValueError(f"{meta_path}: key 'pooling': pooling_strategy must be one of {POOLING_STRATEGIES}, "
+                         f"got {strategy!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{meta_path}: key 'pooling': activation_function must be one of {ACTIVATIONS}, "
+                         f"got {activation!r}")
+    return strategy, activation
+
+
+def _meta_settings(meta: dict, meta_path: Path) -> dict[str, Any]:
+    max_len = meta.get("max_seq_length")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"{meta_path}: key 'max_seq_length' must be a positive integer, got {max_len!r}")
+    prompts = meta.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ValueError(f"{meta_path}: key 'prompts' must be an object of strings, got {prompts!r}")
+    sim = meta.get("similarity_fn_name") or "dot"
+    if sim != "dot":
+        raise ValueError(f"{meta_path}: similarity_fn_name {sim!r} is not supported (only 'dot')")
+    default_prompt = meta.get("default_prompt_name")
+    if default_prompt is not None and default_prompt not in prompts:
+        raise ValueError(f"{meta_path}: default_prompt_name {default_prompt!r} is not one of the prompts")
+    max_active = meta.get("max_active_dims")
+    if max_active is not None and (isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1):
+        raise ValueError(f"{meta_path}: key 'max_active_dims' must be a positive integer or null, got {max_active!r}")
+    return {"max_seq_length": max_len, "similarity_fn_name": sim, "prompts": prompts,
+            "default_prompt_name": default_prompt, "max_active_dims": max_active}
+
+
+def _restore_params(run_dir: Path, step: int | None) -> tuple[dict[str, np.ndarray], Path]:
+    steps_dir = run_dir / STEPS_DIR
+    if not steps_dir.is_dir():
+        raise FileNotFoundError(f"{steps_dir}: the checkpoint directory holds no saved steps")
+    steps = CheckpointSteps(run_dir, read_only=True)
+    try:
+        chosen = steps.latest_step() if step is None else step
+        if chosen is None:
+            raise FileNotFoundError(f"{steps_dir}: the checkpoint directory holds no saved steps")
+        if chosen not in steps.all_steps():
+            raise FileNotFoundError(f"{steps_dir}: no step {chosen} (saved steps: {steps.all_steps()})")
+        step_dir = steps_dir / str(chosen)
+        try:
+            restored = steps.restore(chosen, with_opt=False)
+        except (FileNotFoundError, ValueError):
+            raise  # already name the directory
+        except Exception as exc:  # noqa: BLE001 - orbax raises many types for damaged steps
+            raise ValueError(f"{step_dir}: cannot read the orbax step ({type(exc).__name__}: {exc})") from None
+    finally:
+        steps.close()
+    params = to_numpy_flat(restored["params"])
+    bad = sorted(k for k in params if k != QUERY_PARAM and not k.startswith(MLM_PREFIX))
+    if QUERY_PARAM not in params or bad:
+        raise ValueError(f"{step_dir}: 'params' must hold '{QUERY_PARAM}' and 'mlm.*' entries "
+                         f"(missing: {[QUERY_PARAM] if QUERY_PARAM not in params else []}, unexpected: {bad[:5]})")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}, step_dir
