@@ -112,6 +112,10 @@ class Backbone:
     detect_naming: Callable[[Any], str]
     tied_decoder: Mapping[str, tuple[str, str]]  # naming -> (HF key, parameter path)
     logical_axes: tuple[tuple[str, tuple[str | None, ...]], ...]
+    # The naming a config implies, where it is the config's (one naming per model type); None: default_naming.
+    config_naming: Callable[[Any], str] | None = None
+    # (naming, HF key) -> whether loading skips the tensor (pre-training heads, buffers); None: nothing skipped.
+    ignored: Callable[[str, str], bool] | None = None
 
     def config_from_hf_dict(self, raw: dict[str, Any], source: str = "config.json") -> BackboneConfig:
         return self.config_class.from_hf_dict(raw, source=source)
@@ -119,31 +123,38 @@ class Backbone:
     def new_model(self, config, *, compute: ComputeOptions | None = None, rngs=None) -> MaskedLM:
         return self.model_class(config, compute=compute, rngs=rngs)
 
-    def check_naming(self, naming: str | None) -> str:
-        """``naming`` (the default for None), or a ValueError naming the family's namings."""
-        naming = self.default_naming if naming is None else naming
+    def check_naming(self, naming: str | None, config=None) -> str:
+        """``naming`` (for None: the one ``config`` implies, else the default), or a ValueError naming the
+        family's namings (or the config's only one)."""
+        implied = None if config is None or self.config_naming is None else self.config_naming(config)
+        if naming is None:
+            naming = implied or self.default_naming
         if naming not in self.namings:
             raise ValueError(f"naming must be one of {tuple(self.namings)} for {self.name} weights, got {naming!r}")
+        if implied is not None and naming != implied:
+            raise ValueError(f"naming must be {implied!r} for this {self.display_name} config, got {naming!r}")
         return naming
 
     def hf_to_params(self, tensors: Mapping[str, np.ndarray], config, naming: str | None = None,
                      source: str = "checkpoint") -> dict[str, np.ndarray]:
         """HF state dict (``naming`` detected from the names when None) → flat float32 parameters."""
-        naming = self.check_naming(naming or self.detect_naming(tensors.keys()))
+        naming = self.check_naming(naming or self.detect_naming(tensors.keys()), config)
+        if self.ignored is not None:
+            tensors = {k: v for k, v in tensors.items() if not self.ignored(naming, k)}
         return weight_map.hf_to_params(tensors, self.rules(config, naming), self.dims(config),
                                        self.tied_decoder.get(naming), source)
 
     def params_to_hf(self, params: Mapping[str, np.ndarray], config, naming: str | None = None) -> dict[str, np.ndarray]:
         """Flat parameters → HF state dict in ``naming`` (the tied decoder weight omitted)."""
-        naming = self.check_naming(naming)
+        naming = self.check_naming(naming, config)
         return weight_map.params_to_hf(params, self.rules(config, naming), self.dims(config))
 
     def hf_shapes(self, config, naming: str | None = None) -> dict[str, tuple[int, ...]]:
         """HF key → shape of every stored tensor of ``config`` in ``naming``."""
         dims = self.dims(config)
-        return {key: shape for rule in self.rules(config, self.check_naming(naming))
+        return {key: shape for rule in self.rules(config, self.check_naming(naming, config))
                 for key, shape in zip(rule.hf, weight_map.hf_shapes(rule, dims))}
 
     def n_tensors(self, config, naming: str | None = None) -> int:
         """How many tensors a checkpoint of ``config`` stores in ``naming``."""
-        return sum(len(rule.hf) for rule in self.rules(config, self.check_naming(naming)))
+        return sum(len(rule.hf) for rule in self.rules(config, self.check_naming(naming, config)))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from jsplade.backbones.bert import BERT
 from jsplade.backbones.gte import GTE
 from jsplade.backbones.protocol import Backbone, BackboneConfig, ConfigError, MaskedLM
 
-BACKBONES: tuple[Backbone, ...] = (GTE,)
+BACKBONES: tuple[Backbone, ...] = (GTE, BERT)
 
 
 def known_model_types() -> list[str]:
@@ -18,8 +19,8 @@ def known_model_types() -> list[str]:
 
 
 def known_namings() -> list[str]:
-    """Every weight naming of every family (each family accepts its own)."""
-    return sorted({n for family in BACKBONES for n in family.namings})
+    """Every weight naming of every family, in registration order (each family accepts its own)."""
+    return list(dict.fromkeys(n for family in BACKBONES for n in family.namings))
 
 
 def backbone_for_model_type(model_type: Any, source: str = "config.json") -> Backbone:

@@ -83,10 +83,7 @@ def read_sparse_encoder(path_or_hub_id: str | Path, *, compute: ComputeOptions |
     root = resolve_model_path(str(path_or_hub_id))
     spec = read_sparse_encoder_dir(root)
     doc_tok = WordPieceTokenizer.from_dir(spec.document.folder)
-    try:
-        query_tok = WordPieceTokenizer.from_dir(spec.query.folder)
-    except (FileNotFoundError, ValueError):
-        query_tok = doc_tok  # the query tokenizer is the document tokenizer in every published model
+    query_tok = _query_tokenizer(spec.query.folder, doc_tok)
     mlm = load_mlm(spec.document.folder, compute=compute)
     weights = read_query_weights(spec.query, query_tok.get_vocab())
     _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json",
@@ -134,10 +131,7 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None, *,
     template = run_dir / TEMPLATE_DIR
     doc_folder, query_folder = template_folders(template)
     doc_tok = WordPieceTokenizer.from_dir(doc_folder)
-    if any((query_folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-        query_tok = WordPieceTokenizer.from_dir(query_folder)
-    else:
-        query_tok = doc_tok  # no tokenizer files in the query module: it shares the document tokenizer
+    query_tok = _query_tokenizer(query_folder, doc_tok)
 
     params, step_dir = _restore_params(run_dir, step)
     weight = params[QUERY_PARAM]
@@ -156,6 +150,14 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None, *,
     except ValueError as exc:
         raise ValueError(f"{step_dir}: checkpoint parameters do not fit the config in {meta_path}: {exc}") from None
     return EncoderParts(mlm, weight, doc_tok, query_tok, strategy, activation, source=template, **settings)
+
+
+def _query_tokenizer(query_folder: Path, doc_tok: WordPieceTokenizer) -> WordPieceTokenizer:
+    """The query module's own tokenizer; the document tokenizer where the query folder has no tokenizer
+    files (it is the same tokenizer in every published model). Damaged files are an error naming them."""
+    if any((query_folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        return WordPieceTokenizer.from_dir(query_folder)
+    return doc_tok
 
 
 def template_folders(template: Path) -> tuple[Path, Path]:

@@ -105,7 +105,7 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
     check_choice(layout, LAYOUTS, "layout")
     mlm = parts.mlm
     family = backbone_of(mlm)
-    naming = family.check_naming(naming)
+    naming = family.check_naming(naming, mlm.config)
     max_shard_bytes = _check_shard_bytes(max_shard_bytes)
     metrics = _check_metrics(model_card_metrics)
     _check_progress(progress)
@@ -173,7 +173,7 @@ def export_mlm(mlm: MaskedLM, dst: str | Path, naming: str | None = None,
     if tokenizer is not None and not isinstance(tokenizer, WordPieceTokenizer):
         raise TypeError(f"tokenizer must be a jsplade WordPieceTokenizer or None, got {type(tokenizer).__name__}")
     dst = _check_dst(dst)
-    naming = family.check_naming(naming)
+    naming = family.check_naming(naming, mlm.config)
     max_shard_bytes = _check_shard_bytes(max_shard_bytes)
     _check_progress(progress)
     check_overwrite(overwrite)

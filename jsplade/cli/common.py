@@ -24,14 +24,15 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def quiet_libraries() -> None:
-    """orbax logs routine messages through absl; keep the terminal for results and real problems."""
+    """orbax logs routine warnings through absl (its async machinery, metadata stores); keep the terminal for
+    results and real errors."""
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover - absl comes with orbax
         pass
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def error_line(exc: BaseException) -> str:

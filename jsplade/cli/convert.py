@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jsplade.backbones.registry import known_namings
 from jsplade.cli.common import add_verbose_flag, setup_logging
 
 PROG = "jsplade-convert"
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     hf_p.add_argument("--layout", choices=("st", "opensearch"), default="st",
                       help="st: transformer in document_0_MLMTransformer/ (default); opensearch: transformer in the "
                            "root, plus idf.json and query_token_weights.txt")
-    hf_p.add_argument("--naming", default=None,
+    hf_p.add_argument("--naming", default=None, choices=known_namings(),
                       help="weight names of the document model (default: the backbone's canonical naming). "
                            "GTE: new = new-impl NewForMaskedLM (remote code, default); gte = transformers' native "
                            "GteForMaskedLM (no remote code)")

@@ -79,7 +79,11 @@ def as_csr(x, vocab_size: int | None = None, arg: str = "embeddings") -> sp.csr_
 
 
 def sparsity(m: sp.csr_matrix) -> dict[str, float]:
-    """Mean non-zeros per row (``active_dims``) and ``1 - active_dims / V``."""
+    """Mean non-zeros per row (``active_dims``; explicitly stored zeros do not count) and ``1 - active_dims / V``."""
     m = as_csr(m)
-    active = float(m.getnnz(axis=1).mean()) if m.shape[0] else 0.0
+    if m.shape[0] == 0:
+        active = 0.0
+    else:
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        active = float(np.mean(np.bincount(rows[m.data != 0], minlength=m.shape[0])))
     return {"active_dims": active, "sparsity_ratio": 1.0 - active / m.shape[1]}

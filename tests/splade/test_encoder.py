@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers.fixtures import SE_FIXTURES, max_rel
+from helpers.fixtures import REPO, SE_FIXTURES, max_rel
 
 from jsplade import SparseEncoder
 from jsplade.splade.batching import padded_length
@@ -239,3 +239,59 @@ def test_save_and_load_round_trip(encoder, encoded, tmp_path):
                                   encoder.encode_document(TEXTS["documents"][:3]).toarray())
     with pytest.raises(FileExistsError):
         encoder.save(tmp_path / "saved")
+
+
+# ----------------------------------------------------------------------------- other backbones
+def _inference_free_st_model(tmp_path, backbone: str):
+    """An inference-free sentence-transformers SparseEncoder (Router: static query weights | MLM + SPLADE
+    pooling) over a tiny random BERT or DistilBERT, built and saved by the installed sentence-transformers."""
+    import torch
+    from sentence_transformers.sparse_encoder import SparseEncoder as StSparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+
+    tok = AutoTokenizer.from_pretrained(str(REPO / "data" / "bert-base-uncased"))
+    torch.manual_seed(0)
+    if backbone == "distilbert":
+        mlm = DistilBertForMaskedLM(DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=48,
+                                                     vocab_size=tok.vocab_size))
+    else:
+        mlm = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=48, vocab_size=tok.vocab_size))
+    with torch.no_grad():
+        for name, p in mlm.named_parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    mlm.save_pretrained(tmp_path / "mlm")
+    tok.save_pretrained(tmp_path / "mlm")
+    doc = MLMTransformer(str(tmp_path / "mlm"))
+    query = SparseStaticEmbedding(tokenizer=doc.tokenizer, weight=torch.rand(tok.vocab_size) + 0.1)
+    router = Router.for_query_document(query_modules=[query], document_modules=[doc, SpladePooling("max")])
+    st = StSparseEncoder(modules=[router], similarity_fn_name="dot").eval()
+    st.save(str(tmp_path / "st"))
+    return st, tmp_path / "st"
+
+
+@pytest.mark.parametrize("backbone", ["distilbert", "bert"])
+def test_inference_free_models_on_other_backbones_match_sentence_transformers(tmp_path, backbone):
+    """The doc-v2/v3-distill shape (and BERT): encodings and scores within 1e-5 of sentence-transformers';
+    jsplade's export loads back in sentence-transformers with the same encodings."""
+    st, folder = _inference_free_st_model(tmp_path, backbone)
+    queries, docs = TEXTS["queries"][:4], TEXTS["documents"][:5]
+
+    def st_encode(model):
+        q = model.encode_query(queries, convert_to_tensor=True).to_dense().numpy()
+        d = model.encode_document(docs, convert_to_tensor=True).to_dense().numpy()
+        return q, d
+
+    q_ref, d_ref = st_encode(st)
+    enc = SparseEncoder.from_pretrained(folder)
+    q, d = enc.encode_query(queries, dense=True), enc.encode_document(docs, dense=True)
+    np.testing.assert_array_equal(q, q_ref)  # static lookups: exact
+    assert max_rel(d, d_ref) < 1e-5
+    assert max_rel(enc.similarity(q, d), q_ref @ d_ref.T) < 1e-5
+    enc.save(tmp_path / "export")
+    from sentence_transformers.sparse_encoder import SparseEncoder as StSparseEncoder
+
+    q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval())
+    np.testing.assert_array_equal(q_back, q_ref)
+    assert max_rel(d_back, d_ref) < 1e-5
