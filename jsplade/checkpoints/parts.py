@@ -1,8 +1,9 @@
 """A sparse encoder as plain parts, read from its directories: what the SPLADE side builds a ``SparseEncoder``
 from and what the writers (``st_export``, the converters, the trainer's checkpoints) write.
 
-``EncoderParts`` holds the document backbone (a ``jsplade.backbones`` model), the static query weights,
-the pooling settings, both tokenizers and the encoder settings (length, prompts, similarity, active dims).
+``EncoderParts`` holds the document backbone (a ``jsplade.backbones`` model), the static query weights
+(None for a symmetric model, whose queries go through the same backbone), the pooling settings, both
+tokenizers and the encoder settings (length, prompts, similarity, active dims).
 
 * ``read_sparse_encoder(path_or_hub_id)``: a sentence-transformers ``SparseEncoder`` directory (either
   layout, either dialect; ``st_format``) or a hub id.
@@ -42,7 +43,7 @@ class EncoderParts:
     non-weight files are a checkpoint's ``template/``), or None."""
 
     mlm: MaskedLM
-    query_weights: np.ndarray  # [V] float32
+    query_weights: np.ndarray | None  # [V] float32 (inference-free); None: symmetric, queries through ``mlm``
     document_tokenizer: WordPieceTokenizer
     query_tokenizer: WordPieceTokenizer
     pooling_strategy: str
@@ -54,10 +55,17 @@ class EncoderParts:
     max_active_dims: int | None = None
     source: Path | None = None
 
+    @property
+    def shape(self) -> str:
+        """"inference_free" (static query weights) or "symmetric" (queries through the document MLM)."""
+        return "symmetric" if self.query_weights is None else "inference_free"
+
     def flat_params(self) -> dict[str, np.ndarray]:
-        """The checkpoint's flat parameters, float32 numpy: ``{"mlm.<path>": ..., "query.weight": ...}``."""
+        """The checkpoint's flat parameters, float32 numpy: ``{"mlm.<path>": ..., "query.weight": ...}``
+        (no ``query.weight`` for a symmetric model)."""
         out = {MLM_PREFIX + k: v for k, v in to_numpy_flat(flat_params(self.mlm)).items()}
-        out[QUERY_PARAM] = np.asarray(self.query_weights, np.float32)
+        if self.query_weights is not None:
+            out[QUERY_PARAM] = np.asarray(self.query_weights, np.float32)
         return out
 
     def checkpoint_meta(self) -> dict[str, Any]:
@@ -71,6 +79,7 @@ class EncoderParts:
             "default_prompt_name": self.default_prompt_name,
             "max_active_dims": self.max_active_dims,
             "source": str(self.source) if self.source is not None else None,
+            "shape": self.shape,
         }
 
 
@@ -83,11 +92,16 @@ def read_sparse_encoder(path_or_hub_id: str | Path, *, compute: ComputeOptions |
     root = resolve_model_path(str(path_or_hub_id))
     spec = read_sparse_encoder_dir(root)
     doc_tok = WordPieceTokenizer.from_dir(spec.document.folder)
-    query_tok = _query_tokenizer(spec.query.folder, doc_tok)
     mlm = load_mlm(spec.document.folder, compute=compute)
-    weights = read_query_weights(spec.query, query_tok.get_vocab())
-    _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json",
-                 doc_tok.vocab_size, spec.document.folder, len(weights), spec.query)
+    if spec.query is None:  # symmetric: one MLM for both sides
+        query_tok, weights = doc_tok, None
+        _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json", doc_tok.vocab_size,
+                     spec.document.folder, None, None)
+    else:
+        query_tok = _query_tokenizer(spec.query.folder, doc_tok)
+        weights = read_query_weights(spec.query, query_tok.get_vocab())
+        _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json",
+                     doc_tok.vocab_size, spec.document.folder, len(weights), spec.query)
     max_len = document_max_length(spec.document.max_seq_length, mlm.config.max_position_embeddings,
                                   doc_tok.model_max_length)
     return EncoderParts(mlm, weights, doc_tok, query_tok, spec.pooling.pooling_strategy,
@@ -97,9 +111,12 @@ def read_sparse_encoder(path_or_hub_id: str | Path, *, compute: ComputeOptions |
 
 
 def _check_sizes(config_vocab: int, config_path: Path, tokenizer_vocab: int, tokenizer_dir: Path,
-                 weight_len: int, query_spec) -> None:
-    if config_vocab == tokenizer_vocab == weight_len:
+                 weight_len: int | None, query_spec) -> None:
+    if config_vocab == tokenizer_vocab and weight_len in (None, config_vocab):
         return
+    if weight_len is None:
+        raise ValueError(f"vocabulary sizes disagree: {config_path} vocab_size={config_vocab}, tokenizer in "
+                         f"{tokenizer_dir} has {tokenizer_vocab} tokens; they must be equal")
     weight_file = query_spec.weight_file or query_spec.json_weights_file
     raise ValueError(
         "vocabulary sizes disagree: "
@@ -133,14 +150,16 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None, *,
     doc_tok = WordPieceTokenizer.from_dir(doc_folder)
     query_tok = _query_tokenizer(query_folder, doc_tok)
 
-    params, step_dir = _restore_params(run_dir, step)
-    weight = params[QUERY_PARAM]
-    if weight.ndim != 1:
+    shape = _meta_shape(meta, meta_path)
+    params, step_dir = _restore_params(run_dir, step, shape)
+    weight = params.get(QUERY_PARAM)
+    if weight is not None and weight.ndim != 1:
         raise ValueError(f"{step_dir}: parameter '{QUERY_PARAM}' must be 1-D [vocab], got shape {list(weight.shape)}")
     sizes = {f"{meta_path.name} config vocab_size": config.vocab_size,
              f"document tokenizer ({doc_folder})": doc_tok.vocab_size,
-             f"query tokenizer ({query_folder})": query_tok.vocab_size,
-             f"static weight '{QUERY_PARAM}' in {step_dir}": int(weight.shape[0])}
+             f"query tokenizer ({query_folder})": query_tok.vocab_size}
+    if weight is not None:
+        sizes[f"static weight '{QUERY_PARAM}' in {step_dir}"] = int(weight.shape[0])
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{run_dir}: vocabulary sizes disagree: "
                          + ", ".join(f"{k} = {v}" for k, v in sizes.items()) + "; all must be equal")
@@ -162,13 +181,13 @@ def _query_tokenizer(query_folder: Path, doc_tok: WordPieceTokenizer) -> WordPie
 
 def template_folders(template: Path) -> tuple[Path, Path]:
     """(document transformer folder, query module folder) of a checkpoint's ``template/`` directory (a
-    SparseEncoder directory without weight files)."""
+    SparseEncoder directory without weight files); a symmetric model's query folder is its document folder."""
     template = Path(template)
     if not template.is_dir():
         raise FileNotFoundError(f"{template}: the checkpoint has no {TEMPLATE_DIR}/ directory (the source model's "
                                 "tokenizer and module files); it cannot be rebuilt or exported")
     spec = read_sparse_encoder_dir(template, require_weights=False)
-    return spec.document.folder, spec.query.folder
+    return spec.document.folder, (spec.document.folder if spec.query is None else spec.query.folder)
 
 
 def check_path_arg(value: Any, name: str) -> str:
@@ -232,7 +251,15 @@ def _meta_settings(meta: dict, meta_path: Path) -> dict[str, Any]:
             "default_prompt_name": default_prompt, "max_active_dims": max_active}
 
 
-def _restore_params(run_dir: Path, step: int | None) -> tuple[dict[str, np.ndarray], Path]:
+def _meta_shape(meta: dict, meta_path: Path) -> str:
+    shape = meta.get("shape", "inference_free")  # checkpoints written before symmetric models were supported
+    if shape not in ("inference_free", "symmetric"):
+        raise ValueError(f"{meta_path}: key 'shape' must be 'inference_free' or 'symmetric', got {shape!r}")
+    return shape
+
+
+def _restore_params(run_dir: Path, step: int | None, shape: str = "inference_free"
+                    ) -> tuple[dict[str, np.ndarray], Path]:
     steps_dir = run_dir / STEPS_DIR
     if not steps_dir.is_dir():
         raise FileNotFoundError(f"{steps_dir}: the checkpoint directory holds no saved steps")
@@ -253,6 +280,12 @@ def _restore_params(run_dir: Path, step: int | None) -> tuple[dict[str, np.ndarr
     finally:
         steps.close()
     params = to_numpy_flat(restored["params"])
+    if shape == "symmetric":
+        bad = sorted(k for k in params if not k.startswith(MLM_PREFIX))
+        if bad:
+            raise ValueError(f"{step_dir}: 'params' of a symmetric model must hold only 'mlm.*' entries "
+                             f"(unexpected: {bad[:5]})")
+        return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}, step_dir
     bad = sorted(k for k in params if k != QUERY_PARAM and not k.startswith(MLM_PREFIX))
     if QUERY_PARAM not in params or bad:
         raise ValueError(f"{step_dir}: 'params' must hold '{QUERY_PARAM}' and 'mlm.*' entries "

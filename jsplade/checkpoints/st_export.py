@@ -8,6 +8,9 @@ strings and config keys, all four tokenizer files), which ST 5.x and 6.x both re
 * ``layout="opensearch"``: the OpenSearch hub layout — the transformer's files in the root (Router key
   ``""``), plus ``idf.json`` and ``query_token_weights.txt`` regenerated from the current static weights.
 
+A symmetric model (queries through the same MLM) has one layout, the one ``SparseEncoder.save`` writes for
+it: ``modules.json`` = [MLMTransformer in the root, SpladePooling in ``1_SpladePooling/``], no Router.
+
 Weight names: ``naming="new"`` writes new-impl's ``NewForMaskedLM`` config (``model_type`` new + the
 original ``auto_map``; ST then needs ``trust_remote_code=True``); ``naming="gte"`` writes transformers'
 native ``GteForMaskedLM`` config and names, which ST loads without remote code. The tied decoder weight
@@ -41,6 +44,7 @@ DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size (5 GB)
 QUERY_MODULE = "query_0_SparseStaticEmbedding"
 ST_DOCUMENT_MODULE = "document_0_MLMTransformer"
 POOLING_MODULE = "document_1_SpladePooling"
+SYMMETRIC_POOLING_MODULE = "1_SpladePooling"  # a symmetric model's pooling (its transformer is in the root)
 
 # sentence-transformers 5.x type strings (module file + class); jsplade.checkpoints.st_format reads them as dialect "st5".
 ROUTER_TYPE = "sentence_transformers.models.Router"
@@ -113,6 +117,11 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
     refuse_existing(dst, overwrite)
 
     config = mlm.config
+    if parts.query_weights is None:
+        if layout != "st":
+            raise ValueError(f"layout {layout!r} holds static query weights (idf.json); a symmetric model is "
+                             "written in the plain sentence-transformers layout (layout='st')")
+        return _write_symmetric(parts, dst, naming, overwrite, max_shard_bytes, metrics, progress)
     weight_V = np.ascontiguousarray(np.asarray(parts.query_weights, dtype=np.float32))
     _check_vocab(config, weight_V, parts.document_tokenizer, parts.query_tokenizer)
     config.to_hf_dict(naming)  # raises ConfigError now if the naming cannot express this config
@@ -159,6 +168,41 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
         f"transformer in {ST_DOCUMENT_MODULE}/ (sentence-transformers layout)"
     return ExportSummary(dst, f"sentence-transformers SparseEncoder, {where}, {family.namings[naming]} weights",
                          files, n_tensors, n_doc_params + vocab)
+
+
+def _write_symmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: bool, max_shard_bytes: int | None,
+                     metrics: Mapping[str, Any], progress: Progress | None) -> ExportSummary:
+    """A symmetric SPLADE directory: [MLMTransformer (root), SpladePooling (1_SpladePooling/)]."""
+    mlm, config = parts.mlm, parts.mlm.config
+    family = backbone_of(mlm)
+    sizes = {"config vocab_size": config.vocab_size, "document tokenizer": parts.document_tokenizer.vocab_size,
+             "query tokenizer": parts.query_tokenizer.vocab_size}
+    if len(set(sizes.values())) != 1:
+        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                         + "; all must be equal")
+    config.to_hf_dict(naming)  # raises ConfigError now if the naming cannot express this config
+    n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+    texts = {
+        "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": MLM_TYPE},
+                               {"idx": 1, "name": "1", "path": SYMMETRIC_POOLING_MODULE, "type": POOLING_TYPE}], 2),
+        "config_sentence_transformers.json": _json(_st_config(parts), 2),
+        "sentence_bert_config.json": _json({"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4),
+        f"{SYMMETRIC_POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
+                                                          "activation_function": parts.activation,
+                                                          "word_embedding_dimension": config.vocab_size}, 4),
+        "README.md": _model_card(parts, dst.name, "st", naming, n_doc_params, metrics),
+    }
+    counter = _ByteCounter(progress, n_doc_params * 4)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        save_mlm(mlm, tmp, naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        parts.document_tokenizer.save(tmp)
+        (tmp / SYMMETRIC_POOLING_MODULE).mkdir()
+        for rel, text in texts.items():
+            atomic_write_text(tmp / rel, text)
+        files = _list_files(tmp)
+    return ExportSummary(dst, f"sentence-transformers SparseEncoder, symmetric (one MLM for queries and "
+                              f"documents), {family.namings[naming]} weights", files,
+                         family.n_tensors(config, naming), n_doc_params)
 
 
 def export_mlm(mlm: MaskedLM, dst: str | Path, naming: str | None = None,
@@ -317,6 +361,7 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
     remote = naming in family.remote_code_namings
     native = next((n for n in family.namings if n not in family.remote_code_namings), None)
     load_args = '"path/to/this/folder", trust_remote_code=True' if remote else '"path/to/this/folder"'
+    symmetric = parts.query_weights is None
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -326,21 +371,23 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         "- sparse-encoder",
         "- sparse",
         "- splade",
-        "- asymmetric",
-        "- inference-free",
+        *(["- symmetric"] if symmetric else ["- asymmetric", "- inference-free"]),
         "- jsplade",
         "---",
         "",
         f"# {name}",
         "",
-        "A learned sparse retrieval model of the inference-free kind (OpenSearch neural sparse style), "
-        "saved by jsplade in the sentence-transformers `SparseEncoder` format.",
+        ("A learned sparse retrieval model (symmetric SPLADE: queries and documents through the same model), "
+         if symmetric else
+         "A learned sparse retrieval model of the inference-free kind (OpenSearch neural sparse style), ")
+        + "saved by jsplade in the sentence-transformers `SparseEncoder` format.",
         "",
         f"* **Documents** run through a {family.display_name} masked-language model; its vocabulary logits are "
         f"pooled over the tokens ({parts.pooling_strategy} pooling, activation `{parts.activation}`) into one "
         f"{vocab}-dimensional sparse vector per document, one dimension per WordPiece token.",
-        "* **Queries** need no model: every distinct query token contributes its own learned weight "
-        "(a static per-token weight vector), so encoding a query is a table lookup.",
+        ("* **Queries** run through the same model and pooling as documents." if symmetric else
+         "* **Queries** need no model: every distinct query token contributes its own learned weight "
+         "(a static per-token weight vector), so encoding a query is a table lookup."),
         f"* **Score** = `{parts.similarity_fn_name}` product of the query and document vectors.",
         "",
         "## Architecture",
@@ -350,10 +397,11 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         *(f"| {part} | {value} |" for part, value in cfg.describe()),
         f"| max document length | {parts.max_seq_length} tokens |",
         f"| vocabulary / output dimension | {vocab} |",
-        f"| parameters | {n_doc_params:,} in the document model (decoder tied to the word embeddings) "
-        f"+ {vocab:,} static query weights |",
+        f"| parameters | {n_doc_params:,} in the model (decoder tied to the word embeddings)"
+        + ("" if symmetric else f" + {vocab:,} static query weights") + " |",
         f"| weight names | {family.naming_cards[naming]} |",
-        "| layout | " + ("OpenSearch hub layout (transformer files in the root)" if layout == "opensearch"
+        "| layout | " + ("transformer in the root, pooling in `1_SpladePooling/`" if symmetric else
+                         "OpenSearch hub layout (transformer files in the root)" if layout == "opensearch"
                          else "sentence-transformers layout (transformer in `document_0_MLMTransformer/`)") + " |",
         "",
     ]

@@ -116,13 +116,19 @@ class PoolingSpec:
     embedding_dimension: int | None
 
 
+SHAPES = ("inference_free", "symmetric")
+
+
 @dataclass(frozen=True)
 class SparseEncoderSpec:
-    """Everything a SparseEncoder directory says, except the weights themselves."""
+    """Everything a SparseEncoder directory says, except the weights themselves.
+
+    ``shape`` "inference_free": a Router, queries through static weights (``query``); "symmetric": one MLM +
+    SpladePooling for queries and documents alike (``query`` is None)."""
     root: Path
-    layout: str   # "st_native" or "opensearch"
+    layout: str   # "st_native", "opensearch" or "plain" (symmetric: the transformer in the root, no Router)
     dialect: str  # "st5" or "st6"
-    query: QueryModuleSpec
+    query: QueryModuleSpec | None
     document: DocumentModuleSpec
     pooling: PoolingSpec
     similarity_fn_name: str = "dot"
@@ -130,6 +136,7 @@ class SparseEncoderSpec:
     default_prompt_name: str | None = None
     max_active_dims: int | None = None
     default_route: str = DOCUMENT_ROUTE
+    shape: str = "inference_free"
 
 
 # ----------------------------------------------------------------------------- small checks
@@ -182,10 +189,12 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
     if not modules_path.is_file():
         raise FileNotFoundError(f"{modules_path}: not found; {root} is not a sentence-transformers model folder")
     modules = read_json(modules_path, "module list")
+    if isinstance(modules, list) and len(modules) == 2 and all(isinstance(m, dict) for m in modules):
+        return _read_symmetric(root, modules_path, modules)
     if not isinstance(modules, list) or len(modules) != 1 or not isinstance(modules[0], dict):
         n = len(modules) if isinstance(modules, list) else type(modules).__name__
-        raise ValueError(f"{modules_path}: expected a one-element list holding a Router module, found {n} "
-                         "entries; only the inference-free asymmetric SparseEncoder (one Router) is supported")
+        raise ValueError(f"{modules_path}: expected a Router module (inference-free) or [MLMTransformer, "
+                         f"SpladePooling] (symmetric), found {n} entries")
     router_entry = modules[0]
     router_type = router_entry.get("type")
     if _ROLE_OF_TYPE.get(router_type) != "router":
@@ -241,6 +250,27 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
     st = _read_st_config(root / ST_CONFIG_FILE)
     return SparseEncoderSpec(root=root, layout=layout, dialect=_ST6 if _ST6 in dialects else _ST5, query=query,
                              document=document, pooling=pooling, default_route=default_route, **st)
+
+
+def _read_symmetric(root: Path, modules_path: Path, modules: list[dict]) -> SparseEncoderSpec:
+    """A symmetric SPLADE directory: modules [MLMTransformer (or a fill-mask Transformer), SpladePooling]."""
+    types = [m.get("type") for m in modules]
+    roles = [_ROLE_OF_TYPE.get(t) for t in types]
+    if roles[0] not in ("mlm", "transformer") or roles[1] != "pooling":
+        raise ValueError(f"{modules_path}: unsupported module list {types}; a two-module SparseEncoder must be "
+                         "[MLMTransformer, SpladePooling] (symmetric SPLADE)")
+    folders = []
+    for entry in modules:
+        path = entry.get("path", "")
+        if not isinstance(path, str):
+            raise ValueError(f"{modules_path}: module path must be a string, got {path!r}")
+        folders.append(_module_folder(root, path, modules_path))
+    document = _read_document_module(folders[0], roles[0])
+    pooling = _read_pooling_module(folders[1])
+    st = _read_st_config(root / ST_CONFIG_FILE)
+    dialect = _ST6 if _ST6 in {_DIALECT_OF_TYPE[t] for t in types} else _ST5
+    return SparseEncoderSpec(root=root, layout="plain" if folders[0] == root else "st_native", dialect=dialect,
+                             query=None, document=document, pooling=pooling, shape="symmetric", **st)
 
 
 def _read_query_module(folder: Path, root: Path, require_weights: bool = True) -> QueryModuleSpec:

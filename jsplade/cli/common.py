@@ -19,7 +19,9 @@ def setup_logging(verbose: bool = False) -> None:
     ``verbose`` the libraries' INFO chatter too (JAX's backend probing, orbax's checkpoint manager, absl)."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT, force=True)
     logging.getLogger("jsplade").setLevel(logging.INFO)
-    if not verbose:
+    if verbose:
+        _unquiet_libraries()
+    else:
         quiet_libraries()
 
 
@@ -33,6 +35,17 @@ def quiet_libraries() -> None:
     except ImportError:  # pragma: no cover - absl comes with orbax
         pass
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _unquiet_libraries() -> None:
+    """Undo ``quiet_libraries`` (a verbose run after a quiet one in the same process)."""
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO)
+    except ImportError:  # pragma: no cover - absl comes with orbax
+        pass
+    logging.getLogger("absl").setLevel(logging.NOTSET)
 
 
 def error_line(exc: BaseException) -> str:

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("jsplade").info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                      jax.local_device_count(), jax.device_count())
 
+    # Imported here, after jax.distributed.initialize (which must precede any use of a JAX backend).
     from jsplade.training.config import TrainConfig
+    from jsplade.training.trainer import Trainer, TrainingDivergedError
 
     try:
         overrides = _parse_set(args.set)
@@ -67,13 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir:
             overrides["output_dir"] = args.output_dir
         config = TrainConfig.from_file(args.config, overrides)
-        from jsplade.training.trainer import Trainer
-
         trainer = Trainer(config)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"jsplade-train: error: {exc}", file=sys.stderr)
         return 2
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"jsplade-train: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as exc:
+        print(f"jsplade-train: error: {exc}", file=sys.stderr)
+        return 1
     last = result.history[-1] if result.history else {}
     print(f"trained {result.steps} steps; final loss {last.get('total', float('nan')):.6g}; "
           f"run directory {result.output_dir}; model {result.export_dir}")

@@ -42,7 +42,8 @@ _AUTO_PROGRESS = 2000
 
 
 class SparseEncoder:
-    """Asymmetric inference-free SPLADE encoder (query: static weights; document: GTE MLM + pooling)."""
+    """A SPLADE encoder: documents through an MLM + pooling; queries through static weights (inference-free,
+    no model call) or through the same MLM and pooling (symmetric SPLADE)."""
 
     def __init__(self, model: SpladeModel, document_tokenizer: WordPieceTokenizer,
                  query_tokenizer: WordPieceTokenizer | None = None, *, max_seq_length: int,
@@ -70,8 +71,8 @@ class SparseEncoder:
     def from_parts(cls, parts: EncoderParts) -> SparseEncoder:
         """An encoder of ``parts`` (``jsplade.checkpoints.parts``: backbone, static weights, pooling, tokenizers,
         settings); the backbone module is used as it is, not copied."""
-        model = SpladeModel(parts.mlm, StaticQueryEmbedding(parts.query_weights), parts.pooling_strategy,
-                            parts.activation)
+        query = None if parts.query_weights is None else StaticQueryEmbedding(parts.query_weights)
+        model = SpladeModel(parts.mlm, query, parts.pooling_strategy, parts.activation)
         return cls(model, parts.document_tokenizer, parts.query_tokenizer, max_seq_length=parts.max_seq_length,
                    similarity_fn_name=parts.similarity_fn_name, prompts=parts.prompts,
                    default_prompt_name=parts.default_prompt_name, max_active_dims=parts.max_active_dims,
@@ -133,17 +134,28 @@ class SparseEncoder:
         return self.document_tokenizer
 
     @property
-    def query_weights(self) -> np.ndarray:
-        return np.asarray(self.model.query.weight.get_value())
+    def query_weights(self) -> np.ndarray | None:
+        """The static query weights [V] (None for a symmetric model)."""
+        return None if self.model.query is None else np.asarray(self.model.query.weight.get_value())
+
+    @property
+    def shape(self) -> str:
+        """"inference_free" (static query weights) or "symmetric" (queries through the MLM)."""
+        return "inference_free" if self.model.inference_free else "symmetric"
 
     # ------------------------------------------------------------------ encoding
     def encode_query(self, texts: Sequence[str], batch_size: int = 32, max_active_dims: int | None = None, *,
                      dense: bool = False, show_progress_bar: bool | None = None, prompt_name: str | None = None,
                      prompt: str | None = None):
-        """Query vectors [n, V] float32 (CSR, or ``np.ndarray`` with ``dense=True``). No model call."""
+        """Query vectors [n, V] float32 (CSR, or ``np.ndarray`` with ``dense=True``): inference-free models
+        look up static weights (no model call); symmetric ones run the MLM as for documents."""
         texts = self._with_prompt(validate_texts(texts, "texts"), "query", prompt_name, prompt)
         _check_batch_size(batch_size)
         k = check_max_active_dims(max_active_dims) or self.max_active_dims
+        if not self.model.inference_free:
+            ids, _ = self.query_tokenizer.encode_documents(texts, self.max_seq_length)
+            out = self._encode_document_ids(ids, batch_size, k, show_progress_bar, "Encoding queries")
+            return out.toarray() if dense else out
         ids = self.query_tokenizer.encode_queries(texts)
         out = topk_csr_rows(query_rows_csr(ids, self.query_weights), k)
         return out.toarray() if dense else out
@@ -173,7 +185,7 @@ class SparseEncoder:
         return self.encode_document(texts, **kwargs)
 
     def _encode_document_ids(self, ids: list[np.ndarray], batch_size: int, k: int | None,
-                             show_progress_bar: bool | None) -> sp.csr_matrix:
+                             show_progress_bar: bool | None, desc: str = "Encoding documents") -> sp.csr_matrix:
         n = len(ids)
         if n == 0:
             return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
@@ -188,7 +200,7 @@ class SparseEncoder:
             batches.append((order[start:start + size], pad_len))
             start += size
         pieces: list[sp.csr_matrix] = [None] * len(batches)  # type: ignore[list-item]
-        progress = _progress(len(batches), show_progress_bar, n >= _AUTO_PROGRESS, "Encoding documents")
+        progress = _progress(len(batches), show_progress_bar, n >= _AUTO_PROGRESS, desc)
         for b, (rows, pad_len) in enumerate(batches):
             padded_rows = pow2_at_least(len(rows))
             ids_BxL = np.zeros((padded_rows, pad_len), np.int32)
@@ -290,7 +302,7 @@ class SparseEncoder:
 
     def __repr__(self) -> str:
         cfg = self.model.mlm.config
-        return (f"SparseEncoder(backbone={type(self.model.mlm).__name__}, vocab={self.vocab_size}, "
+        return (f"SparseEncoder(shape={self.shape}, backbone={type(self.model.mlm).__name__}, vocab={self.vocab_size}, "
                 f"layers={cfg.num_hidden_layers}, hidden={cfg.hidden_size}, "
                 f"max_seq_length={self.max_seq_length}, pooling={self.model.pooling_strategy}/"
                 f"{self.model.activation}, source={self.source})")

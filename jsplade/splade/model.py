@@ -1,8 +1,9 @@
-"""The trainable asymmetric SPLADE model: document MLM + SPLADE pooling, static query weights.
+"""The trainable SPLADE model: an MLM + SPLADE pooling for documents; for queries either static weights
+(inference-free) or the same MLM and pooling (symmetric SPLADE).
 
 One NNX module holding everything the trainer differentiates: parameters live under ``mlm.*`` (any
-``jsplade.backbones`` model, used only through the ``MaskedLM`` protocol) and ``query.weight`` (the
-static vector).
+``jsplade.backbones`` model, used only through the ``MaskedLM`` protocol) and, for inference-free models,
+``query.weight`` (the static vector).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ QUERY_LOGICAL_AXES = ((r"^query\.weight$", ("vocab",)),)
 
 
 class SpladeModel(nnx.Module):
-    def __init__(self, mlm: MaskedLM, query: StaticQueryEmbedding, pooling_strategy: str = "max",
+    """``query`` = the static query weights (inference-free), or None: queries go through ``mlm`` (symmetric)."""
+
+    def __init__(self, mlm: MaskedLM, query: StaticQueryEmbedding | None, pooling_strategy: str = "max",
                  activation: str = "log1p_relu"):
         check_pooling(pooling_strategy, activation)
-        if query.vocab_size != mlm.config.vocab_size:
+        if query is not None and not isinstance(query, StaticQueryEmbedding):
+            raise TypeError(f"query must be a StaticQueryEmbedding or None (symmetric), got {type(query).__name__}")
+        if query is not None and query.vocab_size != mlm.config.vocab_size:
             raise ValueError(f"static query weight has {query.vocab_size} entries but the document model's "
                              f"vocab_size is {mlm.config.vocab_size}")
         self.mlm = mlm
@@ -37,12 +42,17 @@ class SpladeModel(nnx.Module):
     def vocab_size(self) -> int:
         return self.mlm.config.vocab_size
 
+    @property
+    def inference_free(self) -> bool:
+        """Whether queries use static weights (no model call) rather than the MLM."""
+        return self.query is not None
+
     def logical_axes(self) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
         """(regex on the parameter path, logical axis per dimension) for every parameter: the backbone's
         table under ``mlm.`` and the static query weight (the sharding rules read this)."""
         backbone = tuple(((r"^mlm\." + pattern[1:]) if pattern.startswith("^") else (r"^mlm\..*" + pattern), axes)
                          for pattern, axes in backbone_of(self.mlm).logical_axes)
-        return QUERY_LOGICAL_AXES + backbone
+        return (QUERY_LOGICAL_AXES if self.inference_free else ()) + backbone
 
     def encode_documents(self, input_ids, attention_mask, *, position_ids=None, segment_ids=None,
                          dropout_key: jax.Array | None = None) -> jnp.ndarray:
@@ -72,5 +82,8 @@ class SpladeModel(nnx.Module):
                                  chunk_size=opts.head_chunk, precision=opts.lax_precision, vocab_tile=opts.vocab_tile)
 
     def encode_queries(self, presence: jnp.ndarray) -> jnp.ndarray:
-        """Query vectors [B, V] of a binary token-presence matrix [B, V]."""
+        """Query vectors [B, V] of a binary token-presence matrix [B, V] (inference-free models)."""
+        if self.query is None:
+            raise ValueError("a symmetric model has no static query weights: encode queries with "
+                             "encode_documents on their token ids (the same MLM and pooling)")
         return self.query(presence)

@@ -83,7 +83,11 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+    def from_dict(cls, raw: dict[str, Any], source: str = "config", base_dir: Path | None = None,
+                  cwd_keys: frozenset[str] = frozenset()) -> TrainConfig:
+        """Relative paths (``train_data``, ``replay_batches``, ``output_dir``, ``base_model`` when that folder
+        exists) are resolved against ``base_dir`` (the config file's folder), those of ``cwd_keys`` (values
+        given on the command line) against the current directory."""
         if not isinstance(raw, dict):
             raise ValueError(f"{source}: expected a table of settings, got {type(raw).__name__}")
         try:
@@ -104,7 +108,7 @@ class TrainConfig:
             for key in ("train_data", "replay_batches", "output_dir", "base_model"):
                 value = flat.get(key)
                 if isinstance(value, str) and value and not Path(value).is_absolute() and "://" not in value:
-                    candidate = (base_dir / value)
+                    candidate = (Path.cwd() if key in cwd_keys else base_dir) / value
                     if key != "base_model" or candidate.exists():
                         flat[key] = str(candidate.resolve())
         try:
@@ -125,7 +129,7 @@ class TrainConfig:
             raw = {**_flatten_sections(raw), **(overrides or {})}
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        return cls.from_dict(raw, source=str(path), base_dir=path.parent)
+        return cls.from_dict(raw, source=str(path), base_dir=path.parent, cwd_keys=frozenset(overrides or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}

@@ -1,4 +1,5 @@
-"""The one trainer: SpladeLoss + AdamW on an asymmetric SPLADE model, exact to sentence-transformers.
+"""The one trainer: SpladeLoss + AdamW on a SPLADE model (inference-free or symmetric), exact to
+sentence-transformers.
 
 The step is a pure function ``train_step(state, batch) -> (state, metrics)`` (``make_train_step``),
 jit-compiled with the state donated. ``state`` = {"params": nnx.State, "opt": optax state,
@@ -7,7 +8,10 @@ function of (initial state, batch plan) only — which is what makes kill-and-re
 
 Batch arrays (host side, padded to a length ladder so few programs compile):
 ``query_ids/query_mask`` [A, B, Lq] and ``doc_ids/doc_mask`` [A, C, B, Ld] for A gradient-accumulation
-micro-batches, B rows, C document columns (positive + hard negatives).
+micro-batches, B rows, C document columns (positive + hard negatives). Inference-free models get query
+tokens without special tokens (a presence matrix times the static weights); symmetric models get them as
+the MLM reads them (special tokens included) and encode them like documents, with the query regularizer on
+those vectors.
 """
 
 from __future__ import annotations
@@ -89,15 +93,22 @@ def batch_statistics(q_BxV, d_NxV) -> dict[str, jnp.ndarray]:
     }
 
 
+_QUERY_DROPOUT_STREAM = 1 << 20  # folded into the step key for a symmetric model's query pass
+
+
 def make_loss_fn(graphdef, settings: StepSettings):
     """loss(params, micro_batch, key, lam_d, lam_q) -> (total, (terms, stats))."""
 
     def loss_fn(params, micro, key, lam_d, lam_q):
         model = nnx.merge(graphdef, params)
         vocab = model.vocab_size
-        q_BxV = model.encode_queries(query_presence(micro["query_ids"], micro["query_mask"], vocab))
         batch = micro["query_ids"].shape[0]
         dropout_key = key if settings.dropout else None
+        if model.inference_free:
+            q_BxV = model.encode_queries(query_presence(micro["query_ids"], micro["query_mask"], vocab))
+        else:  # symmetric: the queries run through the MLM (their own dropout masks)
+            q_key = None if dropout_key is None else jax.random.fold_in(dropout_key, _QUERY_DROPOUT_STREAM)
+            q_BxV = model.encode_documents(micro["query_ids"], micro["query_mask"], dropout_key=q_key)
         if "pack_ids" in micro:  # several documents per row (jsplade.splade.packing)
             n_docs = micro["pack_slot"].shape[0]
             n_cols = n_docs // batch
@@ -173,7 +184,12 @@ def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches
     n_cols = len(rows[0]) - 1
     q_ids_all, d_ids_all = [], []
     for mb in micro_batches:
-        q_ids_all.append(encoder.query_tokenizer.encode_queries([rows[i][0] for i in mb], max_query_length))
+        queries = [rows[i][0] for i in mb]
+        if encoder.model.inference_free:
+            q_ids_all.append(encoder.query_tokenizer.encode_queries(queries, max_query_length))
+        else:  # symmetric: as the MLM reads them, special tokens included
+            q_ids_all.append(encoder.query_tokenizer.encode_documents(
+                queries, max_query_length or encoder.max_seq_length)[0])
         cols = []
         for c in range(1, n_cols + 1):
             ids, _ = encoder.document_tokenizer.encode_documents([rows[i][c] for i in mb], max_document_length)
@@ -348,6 +364,14 @@ class Trainer:
             regularizer_warmup_ratio=cfg.regularizer_warmup_ratio, scale=cfg.scale,
             document_threshold=cfg.document_threshold, query_threshold=cfg.query_threshold,
             document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout)
+        if not self.encoder.model.inference_free:
+            for key in ("document_idf_weighting", "freeze_query_weights"):
+                if getattr(cfg, key):
+                    raise ValueError(f"config key {key!r} needs static query weights; {config.base_model or 'the'}"
+                                     " model is symmetric (queries through the MLM)")
+            if cfg.query_lr_multiplier != 1.0:
+                raise ValueError("config key 'query_lr_multiplier' applies to static query weights; the model is "
+                                 "symmetric (queries through the MLM, tuned by document_lr_multiplier)")
         self.max_document_length = cfg.max_document_length or self.encoder.max_seq_length
         self.max_query_length = cfg.max_query_length
         self.pack_length = (cfg.pack_length or self.max_document_length) if cfg.pack_documents else None
@@ -471,7 +495,8 @@ class Trainer:
             if stop_after is not None and last < self.total_steps:
                 ckpt.wait()
                 return TrainResult(self.encoder, last, history, self.output_dir, None)
-            self._save(ckpt, state, self.total_steps, force=True)
+            if ckpt.latest_step() != self.total_steps:  # a finished run resumed: its last step is saved already
+                self._save(ckpt, state, self.total_steps, force=True)
             ckpt.wait()
         finally:
             if bar is not None:

@@ -71,13 +71,19 @@ def test_errors_name_the_problem(case, folder, tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         load_mlm(bad)
 
-    bert = tmp_path / "bert"
-    shutil.copytree(folder, bert)
-    raw = json.loads((bert / "config.json").read_text())
+    albert = tmp_path / "albert"
+    shutil.copytree(folder, albert)
+    raw = json.loads((albert / "config.json").read_text())
+    raw["model_type"] = "albert"
+    (albert / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"albert/config.json: unknown model_type 'albert'.*'new'.*'gte'.*'bert'.*"
+                                          r"'xlm-roberta'.*'distilbert'"):
+        load_mlm(albert)
+    # a known model type with options it cannot have: the offending key, in the file
     raw["model_type"] = "bert"
-    (bert / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="unknown model_type 'bert'"):
-        load_mlm(bert)
+    (albert / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="albert/config.json: position_embedding_type"):
+        load_mlm(albert)
 
     vocab = tmp_path / "vocab"
     shutil.copytree(folder, vocab)

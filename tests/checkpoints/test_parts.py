@@ -166,6 +166,7 @@ def test_checkpoint_meta(hub):
         "default_prompt_name": None,
         "max_active_dims": None,
         "source": str(HUB),
+        "shape": "inference_free",
     }
     assert json.loads(json.dumps(meta)) == meta  # plain JSON
     meta["prompts"]["query"] = "changed"

@@ -303,7 +303,12 @@ def test_classic_sentence_transformer_module_list(tmp_path):
     dump_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
-    with pytest.raises(ValueError, match=r"modules\.json: expected a one-element list.*found 2"):
+    with pytest.raises(ValueError, match=r"modules\.json: unsupported module list .*Transformer.*Pooling.*"
+                                         r"must be \[MLMTransformer, SpladePooling\]"):
+        read_sparse_encoder_dir(folder)
+    dump_json(folder / "modules.json", [{"idx": i, "name": str(i), "path": "", "type": "sentence_transformers.models.Router"}
+                                        for i in range(3)])
+    with pytest.raises(ValueError, match=r"modules\.json: expected a Router module .* found 3 entries"):
         read_sparse_encoder_dir(folder)
     dump_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}])

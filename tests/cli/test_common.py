@@ -17,3 +17,21 @@ def test_quiet_libraries_silences_absl_warnings():
     logging.getLogger("absl").setLevel(logging.WARNING)
     quiet_libraries()
     assert logging.getLogger("absl").level == logging.ERROR
+
+
+def test_a_verbose_set_up_after_a_quiet_one_lets_library_info_through_again():
+    from absl import logging as absl_logging
+
+    from jsplade.cli.common import setup_logging
+
+    before = absl_logging.get_verbosity(), logging.getLogger("absl").level, logging.getLogger().level
+    try:
+        setup_logging(False)
+        assert logging.getLogger("absl").level == logging.ERROR
+        setup_logging(True)
+        assert absl_logging.get_verbosity() == absl_logging.INFO
+        assert logging.getLogger("absl").getEffectiveLevel() == logging.INFO
+    finally:
+        absl_logging.set_verbosity(before[0])
+        logging.getLogger("absl").setLevel(before[1])
+        logging.getLogger().setLevel(before[2])

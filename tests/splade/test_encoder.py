@@ -13,7 +13,8 @@ import shutil
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers.fixtures import REPO, SE_FIXTURES, max_rel
+from helpers.fixtures import SE_FIXTURES, max_rel
+from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder
 
 from jsplade import SparseEncoder
 from jsplade.splade.batching import padded_length
@@ -209,9 +210,9 @@ def test_loading_errors_name_the_file(tmp_path):
         SparseEncoder.from_pretrained(d)
     d2 = _copy(tmp_path / "b")
     raw = json.loads((d2 / "config.json").read_text())
-    raw["model_type"] = "roberta"
+    raw["model_type"] = "albert"
     (d2 / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match=r"config.json.*model_type 'roberta'"):
+    with pytest.raises(ValueError, match=r"config.json.*model_type 'albert'"):
         SparseEncoder.from_pretrained(d2)
     d3 = _copy(tmp_path / "c")
     (d3 / "model.safetensors").unlink()
@@ -241,41 +242,16 @@ def test_save_and_load_round_trip(encoder, encoded, tmp_path):
         encoder.save(tmp_path / "saved")
 
 
-# ----------------------------------------------------------------------------- other backbones
-def _inference_free_st_model(tmp_path, backbone: str):
-    """An inference-free sentence-transformers SparseEncoder (Router: static query weights | MLM + SPLADE
-    pooling) over a tiny random BERT or DistilBERT, built and saved by the installed sentence-transformers."""
-    import torch
+# ----------------------------------------------------------------------------- other backbones and shapes
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_other_backbones_and_symmetric_models_match_sentence_transformers(tmp_path, backbone, shape):
+    """Inference-free (the doc-v2/v3-distill shape) and symmetric SPLADE on BERT and DistilBERT, built by the
+    installed sentence-transformers: encodings and scores within 1e-5 of its own; jsplade's export loads
+    back in sentence-transformers with the same encodings."""
     from sentence_transformers.sparse_encoder import SparseEncoder as StSparseEncoder
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
-    tok = AutoTokenizer.from_pretrained(str(REPO / "data" / "bert-base-uncased"))
-    torch.manual_seed(0)
-    if backbone == "distilbert":
-        mlm = DistilBertForMaskedLM(DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=48,
-                                                     vocab_size=tok.vocab_size))
-    else:
-        mlm = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         intermediate_size=48, vocab_size=tok.vocab_size))
-    with torch.no_grad():
-        for name, p in mlm.named_parameters():
-            p.add_(torch.randn(p.shape) * 0.05)
-    mlm.save_pretrained(tmp_path / "mlm")
-    tok.save_pretrained(tmp_path / "mlm")
-    doc = MLMTransformer(str(tmp_path / "mlm"))
-    query = SparseStaticEmbedding(tokenizer=doc.tokenizer, weight=torch.rand(tok.vocab_size) + 0.1)
-    router = Router.for_query_document(query_modules=[query], document_modules=[doc, SpladePooling("max")])
-    st = StSparseEncoder(modules=[router], similarity_fn_name="dot").eval()
-    st.save(str(tmp_path / "st"))
-    return st, tmp_path / "st"
-
-
-@pytest.mark.parametrize("backbone", ["distilbert", "bert"])
-def test_inference_free_models_on_other_backbones_match_sentence_transformers(tmp_path, backbone):
-    """The doc-v2/v3-distill shape (and BERT): encodings and scores within 1e-5 of sentence-transformers';
-    jsplade's export loads back in sentence-transformers with the same encodings."""
-    st, folder = _inference_free_st_model(tmp_path, backbone)
+    st, folder = build_st_sparse_encoder(tmp_path, backbone, shape)
     queries, docs = TEXTS["queries"][:4], TEXTS["documents"][:5]
 
     def st_encode(model):
@@ -285,13 +261,20 @@ def test_inference_free_models_on_other_backbones_match_sentence_transformers(tm
 
     q_ref, d_ref = st_encode(st)
     enc = SparseEncoder.from_pretrained(folder)
+    assert enc.shape == shape and (enc.query_weights is None) == (shape == "symmetric")
     q, d = enc.encode_query(queries, dense=True), enc.encode_document(docs, dense=True)
-    np.testing.assert_array_equal(q, q_ref)  # static lookups: exact
+    if shape == "inference_free":
+        np.testing.assert_array_equal(q, q_ref)  # static lookups: exact
+    else:
+        assert max_rel(q, q_ref) < 1e-5
     assert max_rel(d, d_ref) < 1e-5
     assert max_rel(enc.similarity(q, d), q_ref @ d_ref.T) < 1e-5
     enc.save(tmp_path / "export")
-    from sentence_transformers.sparse_encoder import SparseEncoder as StSparseEncoder
-
     q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval())
-    np.testing.assert_array_equal(q_back, q_ref)
-    assert max_rel(d_back, d_ref) < 1e-5
+    assert max_rel(q_back, q_ref) < 1e-5 and max_rel(d_back, d_ref) < 1e-5
+    again = SparseEncoder.from_pretrained(tmp_path / "export")
+    assert again.shape == shape
+    np.testing.assert_array_equal(again.encode_query(queries, dense=True), q)
+    if shape == "symmetric":
+        with pytest.raises(ValueError, match="symmetric model is written in the plain"):
+            enc.save(tmp_path / "os", layout="opensearch")
