@@ -288,7 +288,7 @@ def test_tensorboard_and_eval_hook(tmp_path):
 
 
 def test_shipped_configs_parse():
-    for name in ("limit_samples_2.toml", "v3gte_pod.toml"):
+    for name in ("limit_samples_2.toml", "v3gte_pod.toml"):  # (the DistilBERT config: its own test)
         cfg = TrainConfig.from_file(f"train/configs/{name}")
         assert cfg.base_model == "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-gte"
     pod = TrainConfig.from_file("train/configs/v3gte_pod.toml")
@@ -389,3 +389,23 @@ def test_splade_loss_step_on_other_backbones_and_shapes_matches_sentence_transfo
     if shape == "inference_free":
         got["query.weight"] = flat["query.weight"]
     _grad_check(got, ref_grads, floor=1e-3)
+
+
+def test_distilbert_config_trains_a_distilbert_inference_free_model(tmp_path):
+    """train/configs/doc_v3_distill_limit_samples_2.toml on a tiny DistilBERT Router model (the doc-v3-distill
+    shape, built by sentence-transformers): the run trains, its static weights and document model move, and the
+    exported directory is again an inference-free DistilBERT model."""
+    from jsplade.cli.train import main
+
+    cfg = TrainConfig.from_file("train/configs/doc_v3_distill_limit_samples_2.toml")
+    assert cfg.base_model == "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill"
+    _, folder = build_st_sparse_encoder(tmp_path / "base", "distilbert", "inference_free")
+    rc = main(["train/configs/doc_v3_distill_limit_samples_2.toml", "--base-model", str(folder),
+               "--output-dir", str(tmp_path / "run"), "--set", "max_steps=3", "--set", "lambda_d=3e-3",
+               "--set", "learning_rate=1e-3", "--set", "progress_bar=false", "--set", "tensorboard=false"])
+    assert rc == 0
+    before, after = SparseEncoder.from_pretrained(folder), SparseEncoder.from_pretrained(tmp_path / "run" / "model")
+    assert after.shape == "inference_free" and after.model.mlm.config.model_type == "distilbert"
+    assert not np.array_equal(before.query_weights, after.query_weights)
+    p0, p1 = before.to_parts().flat_params(), after.to_parts().flat_params()
+    assert not np.array_equal(p0["mlm.layers.0.mlp.up_kernel"], p1["mlm.layers.0.mlp.up_kernel"])
