@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     hf_p.add_argument("--naming", default=None, choices=known_namings(),
                       help="weight names of the document model (default: the backbone's canonical naming). "
                            "GTE: new = new-impl NewForMaskedLM (remote code, default); gte = transformers' native "
-                           "GteForMaskedLM (no remote code)")
+                           "GteForMaskedLM (no remote code). BERT family: bert, roberta or distilbert, the one "
+                           "its model type has")
     hf_p.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the latest)")
     hf_p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     for p in (jax_p, hf_p):

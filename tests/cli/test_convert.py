@@ -13,6 +13,7 @@ import pytest
 from helpers.fixtures import SE_FIXTURES
 
 from jsplade import SparseEncoder
+from jsplade.backbones.registry import known_namings
 from jsplade.cli import convert as cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,9 @@ def test_console_script_and_program_file(tmp_path):
     assert help_run.returncode == 0 and "to-jax" in help_run.stdout and "to-hf" in help_run.stdout
     sub_help = _run(sys.executable, "convert/jsplade_convert.py", "to-hf", "--help")
     assert sub_help.returncode == 0
-    assert "--layout {st,opensearch}" in sub_help.stdout and "--naming {new,gte}" in sub_help.stdout
+    assert "--layout {st,opensearch}" in sub_help.stdout
+    assert "--naming {" + ",".join(known_namings()) + "}" in " ".join(sub_help.stdout.split())
+    assert known_namings()[:2] == ["new", "gte"]
     bad = _run(sys.executable, "convert/jsplade_convert.py", "to-jax", str(tmp_path), str(tmp_path / "out"))
     assert bad.returncode == 2 and "modules.json: not found" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out").exists()
