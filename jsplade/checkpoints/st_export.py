@@ -397,7 +397,8 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         *(f"| {part} | {value} |" for part, value in cfg.describe()),
         f"| max document length | {parts.max_seq_length} tokens |",
         f"| vocabulary / output dimension | {vocab} |",
-        f"| parameters | {n_doc_params:,} in the model (decoder tied to the word embeddings)"
+        f"| parameters | {n_doc_params:,} in the {'' if symmetric else 'document '}model (decoder tied to the word "
+        "embeddings)"
         + ("" if symmetric else f" + {vocab:,} static query weights") + " |",
         f"| weight names | {family.naming_cards[naming]} |",
         "| layout | " + ("transformer in the root, pooling in `1_SpladePooling/`" if symmetric else
