@@ -39,7 +39,7 @@ from jsplade.backbones.layers.blockwise_attention import SAVE_NAME as BLOCKWISE_
 from jsplade.backbones.layers.dense import dense
 from jsplade.backbones.layers.dropout import dropout
 from jsplade.backbones.layers.embedding import Embed
-from jsplade.backbones.layers.glu import map_token_blocks
+from jsplade.backbones.layers.token_blocks import map_token_blocks
 from jsplade.backbones.layers.init import normal
 from jsplade.backbones.layers.mlm_head import MlmHead
 from jsplade.backbones.layers.norm import Norm

@@ -7,26 +7,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from absl import logging as absl_logging
 
 from jsplade.cli import demo as cli
 from jsplade.limit import demo as library
 from jsplade.limit.demo import DemoSettings
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_state():
-    """main() reconfigures the process's logging; put it back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("jsplade", "absl")}
-    verbosity = absl_logging.get_verbosity()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lvl in levels.items():
-        logging.getLogger(name).setLevel(lvl)
-    absl_logging.set_verbosity(verbosity)
 
 
 @pytest.fixture

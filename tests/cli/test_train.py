@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from absl import logging as absl_logging
 from helpers.fixtures import REPO, SE_FIXTURES
 
 from jsplade.cli import train as cli
@@ -25,21 +24,6 @@ from jsplade.training.metrics import read_metrics
 MODEL = SE_FIXTURES / "model"
 PAIRS = REPO / "train" / "configs" / "limit_samples_2.jsonl"
 LIBRARIES = ("orbax", "absl", "jax")
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging_state():
-    """main() reconfigures the process's logging; put it back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("jsplade", *LIBRARIES)}
-    verbosity = absl_logging.get_verbosity()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lvl in levels.items():
-        logging.getLogger(name).setLevel(lvl)
-    absl_logging.set_verbosity(verbosity)
 
 
 def _config(tmp_path: Path, **settings) -> Path:

@@ -1,6 +1,7 @@
 """The gated (GLU) MLP: ``down(act(gate) · up) + bias`` from one packed up/gate projection [D, 2, I]
 (index 0 = up, 1 = gate), with its dropout, a written-out backward and two faster forms of the
-dropout-free MLP (column blocks for encoding on CPUs, token blocks for long inputs).
+dropout-free MLP (column blocks for encoding on CPUs; token blocks for long inputs are
+``jsplade.backbones.layers.token_blocks``).
 """
 
 from __future__ import annotations
@@ -86,14 +87,3 @@ def _gated_unit_bwd(act, rate, residuals, g_TxI):
 
 
 gated_unit.defvjp(_gated_unit_fwd, _gated_unit_bwd)
-
-
-def map_token_blocks(fn, x, chunk: int):
-    """``fn`` (a per-token map [B, C, D] → [B, C, D']) over blocks of ``chunk`` tokens of x [B, L, D], one
-    block live at a time (a ``lax.map``); the same values as ``fn(x)``."""
-    batch, length, dim = x.shape
-    n = -(-length // chunk)
-    x_pad = jnp.pad(x, ((0, 0), (0, n * chunk - length), (0, 0)))
-    blocks_NxBxCxD = jnp.moveaxis(x_pad.reshape(batch, n, chunk, dim), 1, 0)
-    out = jax.lax.map(fn, blocks_NxBxCxD)
-    return jnp.moveaxis(out, 0, 1).reshape(batch, n * chunk, out.shape[-1])[:, :length]

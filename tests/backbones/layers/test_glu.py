@@ -12,7 +12,7 @@ from helpers.fixtures import max_rel
 from jsplade.backbones.layers import glu
 from jsplade.backbones.layers.activations import activation
 from jsplade.backbones.layers.dropout import dropout
-from jsplade.backbones.layers.glu import gated_unit, glu_mlp, map_token_blocks
+from jsplade.backbones.layers.glu import gated_unit, glu_mlp
 
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "silu", "relu"])
@@ -74,8 +74,3 @@ def test_dropout_goes_to_the_gated_unit_only_with_a_key_and_a_rate():
                       precision="highest")
     assert max_rel(dropped, want) < 1e-6 and max_rel(dropped, plain) > 0.1
 
-
-def test_token_blocks_give_the_per_token_map():
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 23, 4)), jnp.float32)
-    fn = lambda t: jnp.tanh(t) * 2.0  # noqa: E731 - any per-token map
-    np.testing.assert_array_equal(np.asarray(map_token_blocks(fn, x, 5)), np.asarray(fn(x)))  # ragged: 5·5 > 23
