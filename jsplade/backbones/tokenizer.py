@@ -12,10 +12,15 @@ A folder is read the way ``AutoTokenizer`` reads a BERT-family tokenizer: ``toke
 (its stored padding/truncation settings are switched off: lengths are handled here), else ``vocab.txt``
 (an uncased WordPiece tokenizer is built); ``tokenizer_config.json`` supplies ``model_max_length``, the
 special tokens and the lowercasing options, ``special_tokens_map.json`` fills in missing special tokens.
+An XLM-RoBERTa tokenizer (``tokenizer_class`` of the config) is rebuilt as transformers 5 rebuilds it on
+load: ``tokenizer.json`` gives the vocabulary, the post-processor and the SentencePiece charsmap (the only
+normalizer kept), the pre-tokenizer is a whitespace split then Metaspace, special tokens default to
+``<s>``/``</s>``/``<unk>``/``<pad>``/``<mask>``.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,9 @@ SPECIAL_TOKEN_KEYS = ("unk_token", "cls_token", "sep_token", "pad_token", "mask_
 _DEFAULT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                            "pad_token": "[PAD]", "mask_token": "[MASK]"}
 _REQUIRED_SPECIAL_TOKENS = ("unk_token", "cls_token", "sep_token", "pad_token")
+_XLM_R_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast")
+_XLM_R_SPECIAL_TOKENS = {"unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>",
+                         "mask_token": "<mask>"}
 # transformers writes int(1e30) ("VERY_LARGE_INTEGER") for "no limit"; anything this big means no limit.
 _NO_LIMIT_THRESHOLD = 10**15
 
@@ -172,6 +180,23 @@ def _apply_bert_config(tok: Tokenizer, config: dict) -> None:
                                                     strip_accents=strip_accents, lowercase=lowercase)
 
 
+def _apply_xlm_roberta_class(tok: Tokenizer, config: dict, data: dict) -> None:
+    """For an XLM-RoBERTa tokenizer, the normalizer and pre-tokenizer transformers 5 gives it on load (from
+    ``tokenizer.json`` it keeps only the vocabulary, the post-processor and a Precompiled charsmap)."""
+    if config.get("tokenizer_class") not in _XLM_R_CLASSES:
+        return
+    stored = data.get("normalizer") or {}
+    members = (stored.get("normalizers") or []) if stored.get("type") == "Sequence" else [stored]
+    charsmap = next((m["precompiled_charsmap"] for m in members
+                     if isinstance(m, dict) and m.get("type") == "Precompiled" and m.get("precompiled_charsmap")),
+                    None)
+    tok.normalizer = None if charsmap is None else normalizers.Precompiled(base64.b64decode(charsmap))
+    scheme = "always" if config.get("add_prefix_space", True) else "never"
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+
+
 def _add_config_tokens(tok: Tokenizer, config: dict, specials: dict[str, str | None], path: Path) -> None:
     """Register the config's ``added_tokens_decoder`` entries and the special tokens found in the
     vocabulary as added tokens, checking that each listed entry gets the id the config states."""
@@ -286,11 +311,13 @@ class WordPieceTokenizer:
         except FileNotFoundError as exc:  # raced away between is_file and read
             raise ValueError(str(exc)) from None
         specials: dict[str, str | None] = {}
+        xlm_r = config.get("tokenizer_class") in _XLM_R_CLASSES
+        defaults = _XLM_R_SPECIAL_TOKENS if xlm_r else _DEFAULT_SPECIAL_TOKENS
         for key in SPECIAL_TOKEN_KEYS:
             value = _token_content(config.get(key), f"{config_path}: {key}")
             if value is None:
                 value = _token_content(token_map.get(key), f"{map_path}: {key}")
-            specials[key] = value if value is not None else _DEFAULT_SPECIAL_TOKENS[key]
+            specials[key] = value if value is not None else defaults[key]
         model_max_length = _model_max_length(config, config_path)
         files: dict[str, bytes] = {}
         if config_bytes is not None:
@@ -302,13 +329,14 @@ class WordPieceTokenizer:
 
         json_path = folder / TOKENIZER_FILE
         if json_path.is_file():
-            read_json_object(json_path, "tokenizer file")  # a clear error for malformed JSON
+            data = read_json_object(json_path, "tokenizer file")  # a clear error for malformed JSON
             try:
                 tok = Tokenizer.from_str(json_path.read_text(encoding="utf-8"))
             except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
                 raise ValueError(f"{json_path}: not a valid tokenizers file ({exc})") from None
             files[TOKENIZER_FILE] = json_path.read_bytes()
             _apply_bert_config(tok, config)
+            _apply_xlm_roberta_class(tok, config, data)
             _add_config_tokens(tok, config, specials, config_path)
         elif VOCAB_FILE in files:
             vocab = _read_vocab_txt(folder / VOCAB_FILE)

@@ -9,7 +9,9 @@ strings and config keys, all four tokenizer files), which ST 5.x and 6.x both re
   ``""``), plus ``idf.json`` and ``query_token_weights.txt`` regenerated from the current static weights.
 
 A symmetric model (queries through the same MLM) has one layout, the one ``SparseEncoder.save`` writes for
-it: ``modules.json`` = [MLMTransformer in the root, SpladePooling in ``1_SpladePooling/``], no Router.
+it: ``modules.json`` = [MLMTransformer in the root, SpladePooling in ``1_SpladePooling/``], no Router. An
+asymmetric model (an MLM on each route) is a Router with ``query_0_MLMTransformer/``,
+``query_1_SpladePooling/``, ``document_0_MLMTransformer/`` and ``document_1_SpladePooling/`` (layout "st").
 
 Weight names: ``naming="new"`` writes new-impl's ``NewForMaskedLM`` config (``model_type`` new + the
 original ``auto_map``; ST then needs ``trust_remote_code=True``); ``naming="gte"`` writes transformers'
@@ -45,6 +47,8 @@ QUERY_MODULE = "query_0_SparseStaticEmbedding"
 ST_DOCUMENT_MODULE = "document_0_MLMTransformer"
 POOLING_MODULE = "document_1_SpladePooling"
 SYMMETRIC_POOLING_MODULE = "1_SpladePooling"  # a symmetric model's pooling (its transformer is in the root)
+QUERY_MLM_MODULE = "query_0_MLMTransformer"  # an asymmetric model's query route
+QUERY_POOLING_MODULE = "query_1_SpladePooling"
 
 # sentence-transformers 5.x type strings (module file + class); jsplade.checkpoints.st_format reads them as dialect "st5".
 ROUTER_TYPE = "sentence_transformers.models.Router"
@@ -119,8 +123,11 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
     config = mlm.config
     if parts.query_weights is None:
         if layout != "st":
-            raise ValueError(f"layout {layout!r} holds static query weights (idf.json); a symmetric model is "
-                             "written in the plain sentence-transformers layout (layout='st')")
+            raise ValueError(f"layout {layout!r} holds static query weights (idf.json); "
+                             f"{'an' if parts.shape == 'asymmetric' else 'a'} {parts.shape} model is written in the "
+                             "sentence-transformers layout (layout='st')")
+        if parts.query_mlm is not None:
+            return _write_asymmetric(parts, dst, naming, overwrite, max_shard_bytes, metrics, progress)
         return _write_symmetric(parts, dst, naming, overwrite, max_shard_bytes, metrics, progress)
     weight_V = np.ascontiguousarray(np.asarray(parts.query_weights, dtype=np.float32))
     _check_vocab(config, weight_V, parts.document_tokenizer, parts.query_tokenizer)
@@ -203,6 +210,67 @@ def _write_symmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: boo
     return ExportSummary(dst, f"sentence-transformers SparseEncoder, symmetric (one MLM for queries and "
                               f"documents), {family.namings[naming]} weights", files,
                          family.n_tensors(config, naming), n_doc_params)
+
+
+def _write_asymmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: bool, max_shard_bytes: int | None,
+                      metrics: Mapping[str, Any], progress: Progress | None) -> ExportSummary:
+    """An asymmetric SPLADE directory: a Router with [MLMTransformer, SpladePooling] on each route."""
+    mlm, query_mlm = parts.mlm, parts.query_mlm
+    family, query_family = backbone_of(mlm), backbone_of(query_mlm)
+    # ``naming`` applies to the query model where its family and config allow it, else that model's default.
+    try:
+        query_naming = query_family.check_naming(naming, query_mlm.config)
+    except ValueError:
+        query_naming = query_family.check_naming(None, query_mlm.config)
+    sizes = {"document config vocab_size": mlm.config.vocab_size, "query config vocab_size": query_mlm.config.vocab_size,
+             "document tokenizer": parts.document_tokenizer.vocab_size,
+             "query tokenizer": parts.query_tokenizer.vocab_size}
+    if len(set(sizes.values())) != 1:
+        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                         + "; all must be equal")
+    mlm.config.to_hf_dict(naming)  # raises ConfigError now if a naming cannot express its config
+    query_mlm.config.to_hf_dict(query_naming)
+    q_strategy, q_activation = parts.query_pooling
+    n_doc = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+    n_query = sum(int(np.prod(v.shape)) for v in flat_params(query_mlm).values())
+    vocab = mlm.config.vocab_size
+    router = {
+        "types": {QUERY_MLM_MODULE: MLM_TYPE, QUERY_POOLING_MODULE: POOLING_TYPE, ST_DOCUMENT_MODULE: MLM_TYPE,
+                  POOLING_MODULE: POOLING_TYPE},
+        "structure": {"query": [QUERY_MLM_MODULE, QUERY_POOLING_MODULE],
+                      "document": [ST_DOCUMENT_MODULE, POOLING_MODULE]},
+        "parameters": {"default_route": "document", "allow_empty_key": True},
+    }
+    texts = {
+        "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}], 2),
+        "config_sentence_transformers.json": _json(_st_config(parts), 2),
+        "router_config.json": _json(router, 4),
+        f"{QUERY_MLM_MODULE}/sentence_bert_config.json": _json(
+            {"max_seq_length": int(parts.query_max_seq_length or parts.max_seq_length), "do_lower_case": False}, 4),
+        f"{QUERY_POOLING_MODULE}/config.json": _json({"pooling_strategy": q_strategy, "activation_function": q_activation,
+                                                      "word_embedding_dimension": vocab}, 4),
+        f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json": _json(
+            {"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4),
+        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
+                                                "activation_function": parts.activation,
+                                                "word_embedding_dimension": vocab}, 4),
+        "README.md": _model_card(parts, dst.name, "st", naming, n_doc, metrics, n_query),
+    }
+    counter = _ByteCounter(progress, (n_doc + n_query) * 4)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        save_mlm(query_mlm, tmp / QUERY_MLM_MODULE, query_naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        parts.query_tokenizer.save(tmp / QUERY_MLM_MODULE)
+        save_mlm(mlm, tmp / ST_DOCUMENT_MODULE, naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        parts.document_tokenizer.save(tmp / ST_DOCUMENT_MODULE)
+        (tmp / QUERY_POOLING_MODULE).mkdir()
+        (tmp / POOLING_MODULE).mkdir()
+        for rel, text in texts.items():
+            atomic_write_text(tmp / rel, text)
+        files = _list_files(tmp)
+    return ExportSummary(dst, f"sentence-transformers SparseEncoder, asymmetric (a query and a document MLM), "
+                              f"{family.namings[naming]} document weights", files,
+                         family.n_tensors(mlm.config, naming) + query_family.n_tensors(query_mlm.config, query_naming),
+                         n_doc + n_query)
 
 
 def export_mlm(mlm: MaskedLM, dst: str | Path, naming: str | None = None,
@@ -354,14 +422,17 @@ def _router_config(doc_module: str) -> dict[str, Any]:
 
 
 def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_params: int,
-                metrics: Mapping[str, Any]) -> str:
+                metrics: Mapping[str, Any], n_query_params: int = 0) -> str:
     cfg = parts.mlm.config
     family = backbone_of(cfg)
     vocab = cfg.vocab_size
     remote = naming in family.remote_code_namings
     native = next((n for n in family.namings if n not in family.remote_code_namings), None)
     load_args = '"path/to/this/folder", trust_remote_code=True' if remote else '"path/to/this/folder"'
-    symmetric = parts.query_weights is None
+    symmetric = parts.query_weights is None and parts.query_mlm is None
+    asymmetric = parts.query_mlm is not None
+    query_family = backbone_of(parts.query_mlm) if asymmetric else None
+    q_strategy, q_activation = parts.query_pooling
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -371,7 +442,7 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         "- sparse-encoder",
         "- sparse",
         "- splade",
-        *(["- symmetric"] if symmetric else ["- asymmetric", "- inference-free"]),
+        *(["- symmetric"] if symmetric else ["- asymmetric"] if asymmetric else ["- asymmetric", "- inference-free"]),
         "- jsplade",
         "---",
         "",
@@ -379,6 +450,8 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         "",
         ("A learned sparse retrieval model (symmetric SPLADE: queries and documents through the same model), "
          if symmetric else
+         "A learned sparse retrieval model (asymmetric SPLADE: queries and documents through separate models), "
+         if asymmetric else
          "A learned sparse retrieval model of the inference-free kind (OpenSearch neural sparse style), ")
         + "saved by jsplade in the sentence-transformers `SparseEncoder` format.",
         "",
@@ -386,6 +459,8 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         f"pooled over the tokens ({parts.pooling_strategy} pooling, activation `{parts.activation}`) into one "
         f"{vocab}-dimensional sparse vector per document, one dimension per WordPiece token.",
         ("* **Queries** run through the same model and pooling as documents." if symmetric else
+         f"* **Queries** run through their own {query_family.display_name} masked-language model "
+         f"({q_strategy} pooling, activation `{q_activation}`)." if asymmetric else
          "* **Queries** need no model: every distinct query token contributes its own learned weight "
          "(a static per-token weight vector), so encoding a query is a table lookup."),
         f"* **Score** = `{parts.similarity_fn_name}` product of the query and document vectors.",
@@ -397,11 +472,14 @@ def _model_card(parts: EncoderParts, name: str, layout: str, naming: str, n_doc_
         *(f"| {part} | {value} |" for part, value in cfg.describe()),
         f"| max document length | {parts.max_seq_length} tokens |",
         f"| vocabulary / output dimension | {vocab} |",
-        f"| parameters | {n_doc_params:,} in the {'' if symmetric else 'document '}model (decoder tied to the word "
-        "embeddings)"
-        + ("" if symmetric else f" + {vocab:,} static query weights") + " |",
+        f"| parameters | {n_doc_params:,} in the {'' if symmetric else 'document '}model"
+        + (f" + {n_query_params:,} in the query model (decoders" if asymmetric else " (decoder")
+        + " tied to the word embeddings)"
+        + ("" if symmetric or asymmetric else f" + {vocab:,} static query weights") + " |",
         f"| weight names | {family.naming_cards[naming]} |",
         "| layout | " + ("transformer in the root, pooling in `1_SpladePooling/`" if symmetric else
+                         f"Router: query model in `{QUERY_MLM_MODULE}/`, document model in `{ST_DOCUMENT_MODULE}/`"
+                         if asymmetric else
                          "OpenSearch hub layout (transformer files in the root)" if layout == "opensearch"
                          else "sentence-transformers layout (transformer in `document_0_MLMTransformer/`)") + " |",
         "",

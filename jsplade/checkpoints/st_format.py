@@ -1,4 +1,6 @@
-"""Reading a sentence-transformers ``SparseEncoder`` directory (inference-free asymmetric SPLADE).
+"""Reading a sentence-transformers ``SparseEncoder`` directory: inference-free (a Router: static query
+weights | MLM + SpladePooling), symmetric ([MLMTransformer, SpladePooling], no Router) or asymmetric (a
+Router with an MLM + SpladePooling on each route).
 
 Both on-disk layouts (sparse_encoder_format.md §2.1) are accepted:
 
@@ -11,6 +13,17 @@ and both dialects: ``"st5"`` (sentence-transformers 5.x type strings and config 
 (6.x ``...modules.<file>.<Class>`` type strings, ``embedding_dimension``, a plain ``Transformer`` with
 ``transformer_task "fill-mask"``). Only JSON and safetensors files are read: never pickle, never
 ``.py`` (a config's ``auto_map`` is only a name here). The transformer weights are not read here.
+
+A third layout, ``"opensearch_bare"``, is OpenSearch's older inference-free folder: a bare Hugging Face MLM
+folder (``config.json``, weights, tokenizer files; no ``modules.json``) with the static query weights in
+the root as ``idf.json`` (token → weight) and/or ``query_token_weights.txt`` (``token<TAB>weight`` lines).
+It is read as the equivalent inference-free sentence-transformers model: documents through the MLM with
+SpladePooling("max", "relu"), queries through the weight table with the document tokenizer (no special
+tokens). That differs from OpenSearch's own reference code only where it zeroes the special tokens
+(documents) and keeps them (queries): the [UNK] column and literally typed special tokens. The table's
+rules are stricter than for a sentence-transformers ``path`` JSON: tokens not listed weigh 0, a token
+outside the tokenizer vocabulary is an error (the table belongs to another tokenizer), and when both
+files are present they must hold the same tokens and the same float32 values.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ ST_CONFIG_FILE = "config_sentence_transformers.json"
 MODULE_CONFIG_FILE = "config.json"
 SBERT_CONFIG_FILE = "sentence_bert_config.json"
 WEIGHT_FILE = "model.safetensors"
+IDF_FILE = "idf.json"                                # bare OpenSearch folders: token → weight JSON
+QUERY_TOKEN_WEIGHTS_FILE = "query_token_weights.txt"  # ... and/or token<TAB>weight lines
 
 QUERY_ROUTE, DOCUMENT_ROUTE = "query", "document"
 POOLING_STRATEGIES = ("max", "sum")
@@ -91,12 +106,15 @@ class QueryModuleSpec:
 
     ``weight_file`` is the module's ``model.safetensors`` (``None`` if absent); ``json_weights_file`` is
     set when the module config has a ``path`` ending in ``.json`` (an idf-style token → weight map),
-    which sentence-transformers then uses instead of the safetensors file.
+    which sentence-transformers then uses instead of the safetensors file. For a bare OpenSearch folder
+    (layout ``"opensearch_bare"``) ``folder`` is the root, ``weight_file`` is None, ``json_weights_file``
+    its ``idf.json`` and ``txt_weights_file`` its ``query_token_weights.txt`` (either may be None, not both).
     """
     folder: Path
     frozen: bool
     weight_file: Path | None
     json_weights_file: Path | None
+    txt_weights_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +134,7 @@ class PoolingSpec:
     embedding_dimension: int | None
 
 
-SHAPES = ("inference_free", "symmetric")
+SHAPES = ("inference_free", "symmetric", "asymmetric")
 
 
 @dataclass(frozen=True)
@@ -124,9 +142,11 @@ class SparseEncoderSpec:
     """Everything a SparseEncoder directory says, except the weights themselves.
 
     ``shape`` "inference_free": a Router, queries through static weights (``query``); "symmetric": one MLM +
-    SpladePooling for queries and documents alike (``query`` is None)."""
+    SpladePooling for queries and documents alike (``query`` is None); "asymmetric": a Router with an MLM +
+    SpladePooling on each route (``query`` None, ``query_mlm`` and ``query_pooling`` the query route's)."""
     root: Path
-    layout: str   # "st_native", "opensearch" or "plain" (symmetric: the transformer in the root, no Router)
+    layout: str   # "st_native", "opensearch", "plain" (symmetric: the transformer in the root, no Router) or
+    #               "opensearch_bare" (a bare MLM folder with idf.json / query_token_weights.txt)
     dialect: str  # "st5" or "st6"
     query: QueryModuleSpec | None
     document: DocumentModuleSpec
@@ -137,6 +157,8 @@ class SparseEncoderSpec:
     max_active_dims: int | None = None
     default_route: str = DOCUMENT_ROUTE
     shape: str = "inference_free"
+    query_mlm: DocumentModuleSpec | None = None
+    query_pooling: PoolingSpec | None = None
 
 
 # ----------------------------------------------------------------------------- small checks
@@ -178,14 +200,19 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
 
     Raises ``ValueError`` (or ``FileNotFoundError`` for a missing file) naming the offending file for: not
     a directory, no ``modules.json``, malformed JSON, a module list that is not a single Router, an
-    unknown module type, a missing module sub-folder or weight file, or routes other than the
-    inference-free asymmetric ``query: [SparseStaticEmbedding]``, ``document: [MLMTransformer, SpladePooling]``.
+    unknown module type, a missing module sub-folder or weight file, or routes other than
+    ``document: [MLMTransformer, SpladePooling]`` with ``query: [SparseStaticEmbedding]`` (inference-free) or
+    ``query: [MLMTransformer, SpladePooling]`` in folders of its own (asymmetric).
     ``require_weights=False`` accepts a directory whose weight files were removed (a checkpoint template).
+    A folder without ``modules.json`` but with ``config.json`` and ``idf.json`` and/or
+    ``query_token_weights.txt`` in its root is a bare OpenSearch folder (layout ``"opensearch_bare"``).
     """
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (expected a sentence-transformers SparseEncoder folder)")
     modules_path = root / MODULES_FILE
+    if not modules_path.is_file() and _opensearch_bare_files(root) is not None:
+        return _read_opensearch_bare(root)
     if not modules_path.is_file():
         raise FileNotFoundError(f"{modules_path}: not found; {root} is not a sentence-transformers model folder")
     modules = read_json(modules_path, "module list")
@@ -199,7 +226,7 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
     router_type = router_entry.get("type")
     if _ROLE_OF_TYPE.get(router_type) != "router":
         raise ValueError(f"{modules_path}: the only module must be a Router, found type {router_type!r}; "
-                         "only the inference-free asymmetric SparseEncoder (a query/document Router) is supported")
+                         "a one-module SparseEncoder is a query/document Router (inference-free or asymmetric)")
     router_path = router_entry.get("path", "")
     if not isinstance(router_path, str):
         raise ValueError(f"{modules_path}: module path must be a string, got {router_path!r}")
@@ -230,12 +257,16 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
 
     found = {route: [_ROLE_NAMES[roles[i]] for i in ids] for route, ids in structure.items()}
     query_ids, doc_ids = structure.get(QUERY_ROUTE), structure.get(DOCUMENT_ROUTE)
-    if (set(structure) != {QUERY_ROUTE, DOCUMENT_ROUTE} or len(query_ids) != 1 or roles[query_ids[0]] != "static"
-            or len(doc_ids) != 2 or roles[doc_ids[0]] not in ("mlm", "transformer")
-            or roles[doc_ids[1]] != "pooling"):
+
+    def is_mlm_route(ids):
+        return len(ids) == 2 and roles[ids[0]] in ("mlm", "transformer") and roles[ids[1]] == "pooling"
+
+    if (set(structure) != {QUERY_ROUTE, DOCUMENT_ROUTE} or not is_mlm_route(doc_ids)
+            or not ((len(query_ids) == 1 and roles[query_ids[0]] == "static") or is_mlm_route(query_ids))):
         raise ValueError(
-            f"{router_file}: unsupported architecture {found}; only the inference-free asymmetric SparseEncoder "
-            "is supported: query route [SparseStaticEmbedding], document route [MLMTransformer, SpladePooling]")
+            f"{router_file}: unsupported architecture {found}; a Router must have a document route [MLMTransformer, "
+            "SpladePooling] and a query route [SparseStaticEmbedding] (inference-free) or [MLMTransformer, "
+            "SpladePooling] (asymmetric)")
 
     default_route = params.get("default_route")
     if default_route is None:
@@ -243,12 +274,23 @@ def read_sparse_encoder_dir(path: str | Path, require_weights: bool = True) -> S
     if default_route not in structure:
         raise ValueError(f"{router_file}: default_route {default_route!r} is not one of the routes {sorted(structure)}")
 
-    query = _read_query_module(_module_folder(router_dir, query_ids[0], router_file), root, require_weights)
     document = _read_document_module(_module_folder(router_dir, doc_ids[0], router_file), roles[doc_ids[0]])
     pooling = _read_pooling_module(_module_folder(router_dir, doc_ids[1], router_file))
     layout = "opensearch" if doc_ids[0] in ("", ".") else "st_native"
     st = _read_st_config(root / ST_CONFIG_FILE)
-    return SparseEncoderSpec(root=root, layout=layout, dialect=_ST6 if _ST6 in dialects else _ST5, query=query,
+    dialect = _ST6 if _ST6 in dialects else _ST5
+    if len(query_ids) == 2:  # asymmetric: an MLM on the query route too
+        query_folder = _module_folder(router_dir, query_ids[0], router_file)
+        if query_folder == document.folder:
+            raise ValueError(f"{router_file}: the query and document routes name the same transformer folder "
+                             f"{query_folder}; a model with one MLM for both is symmetric (no Router)")
+        query_mlm = _read_document_module(query_folder, roles[query_ids[0]])
+        query_pooling = _read_pooling_module(_module_folder(router_dir, query_ids[1], router_file))
+        return SparseEncoderSpec(root=root, layout=layout, dialect=dialect, query=None, document=document,
+                                 pooling=pooling, default_route=default_route, shape="asymmetric",
+                                 query_mlm=query_mlm, query_pooling=query_pooling, **st)
+    query = _read_query_module(_module_folder(router_dir, query_ids[0], router_file), root, require_weights)
+    return SparseEncoderSpec(root=root, layout=layout, dialect=dialect, query=query,
                              document=document, pooling=pooling, default_route=default_route, **st)
 
 
@@ -271,6 +313,27 @@ def _read_symmetric(root: Path, modules_path: Path, modules: list[dict]) -> Spar
     dialect = _ST6 if _ST6 in {_DIALECT_OF_TYPE[t] for t in types} else _ST5
     return SparseEncoderSpec(root=root, layout="plain" if folders[0] == root else "st_native", dialect=dialect,
                              query=None, document=document, pooling=pooling, shape="symmetric", **st)
+
+
+def _opensearch_bare_files(root: Path) -> tuple[Path | None, Path | None] | None:
+    """(idf.json, query_token_weights.txt), each None if absent, when ``root`` is a bare OpenSearch folder (no
+    ``modules.json``, a ``config.json`` and at least one of the two weight tables); None otherwise."""
+    if (root / MODULES_FILE).is_file() or not (root / MODULE_CONFIG_FILE).is_file():
+        return None
+    idf, txt = root / IDF_FILE, root / QUERY_TOKEN_WEIGHTS_FILE
+    found = (idf if idf.is_file() else None, txt if txt.is_file() else None)
+    return None if found == (None, None) else found
+
+
+def _read_opensearch_bare(root: Path) -> SparseEncoderSpec:
+    """A bare OpenSearch inference-free folder read as the equivalent sentence-transformers Router: the root
+    is the document MLM (SpladePooling max + relu, i.e. log1p(relu)) and the query module (its weight
+    tables, the document tokenizer). The dialect is reported as "st5" (the folder has none of its own)."""
+    idf, txt = _opensearch_bare_files(root)
+    document = _read_document_module(root, "mlm")
+    query = QueryModuleSpec(folder=root, frozen=False, weight_file=None, json_weights_file=idf, txt_weights_file=txt)
+    return SparseEncoderSpec(root=root, layout="opensearch_bare", dialect=_ST5, query=query, document=document,
+                             pooling=PoolingSpec("max", "relu", None), **_read_st_config(root / ST_CONFIG_FILE))
 
 
 def _read_query_module(folder: Path, root: Path, require_weights: bool = True) -> QueryModuleSpec:
@@ -362,7 +425,13 @@ def read_query_weights(spec: QueryModuleSpec, tokenizer_vocab: dict[str, int] | 
     V = len(tokenizer_vocab); ids not listed get 0; a token missing from the vocabulary lands on
     ``unk_token``'s id, later entries overwriting earlier ones, as sentence-transformers does), else from
     ``spec.weight_file``, which must hold exactly one 1-D floating tensor named ``weight``.
+
+    A bare OpenSearch folder's tables (``idf.json`` / ``query_token_weights.txt``) follow stricter rules
+    (``_weights_from_opensearch_bare``): ids not listed get 0, a token outside ``tokenizer_vocab`` is an
+    error, and two tables must agree.
     """
+    if _is_opensearch_bare_query(spec):
+        return _weights_from_opensearch_bare(spec, tokenizer_vocab)
     if spec.json_weights_file is not None:
         return _weights_from_json(spec.json_weights_file, tokenizer_vocab, unk_token)
     path = spec.weight_file
@@ -405,6 +474,115 @@ def _weights_from_json(path: Path, vocab: dict[str, int] | None, unk_token: str)
         logger.warning("%s: %d tokens are not in the vocabulary and were mapped to %s (e.g. %r)",
                        path, len(unknown), unk_token, unknown[:3])
     return out
+
+
+
+# ----------------------------------------------------------------------------- bare OpenSearch weight tables
+def _is_opensearch_bare_query(spec: QueryModuleSpec) -> bool:
+    """Whether ``spec`` is a bare OpenSearch folder's query module (``_read_opensearch_bare``) rather than a
+    SparseStaticEmbedding: it names a ``query_token_weights.txt``, or its ``idf.json`` sits in a bare folder
+    root whose ``config.json`` (the model config) has no ``path`` key (a SparseStaticEmbedding's JSON
+    weights always come from its config's ``path``)."""
+    if spec.txt_weights_file is not None:
+        return True
+    idf = spec.json_weights_file
+    if idf is None or spec.weight_file is not None or idf != spec.folder / IDF_FILE:
+        return False
+    if _opensearch_bare_files(spec.folder) is None:
+        return False
+    return "path" not in read_json_object(spec.folder / MODULE_CONFIG_FILE, "model config")
+
+
+def _weights_from_opensearch_bare(spec: QueryModuleSpec, vocab: dict[str, int] | None) -> np.ndarray:
+    """The static weight vector of a bare OpenSearch folder: float32 [len(vocab)], 0 where no token is listed;
+    from ``idf.json`` and/or ``query_token_weights.txt``, which must then agree token for token."""
+    idf, txt = spec.json_weights_file, spec.txt_weights_file
+    first = idf if idf is not None else txt
+    if vocab is None:
+        raise ValueError(f"{first}: the query weight table needs the tokenizer vocabulary (pass tokenizer_vocab)")
+    size = len(vocab)
+    if size == 0 or max(vocab.values()) >= size or min(vocab.values()) < 0:
+        raise ValueError(f"{first}: the tokenizer vocabulary ids must be 0..{size - 1}")
+    tables = {}
+    if idf is not None:
+        tables[idf] = _bare_idf_json(idf, vocab)
+    if txt is not None:
+        tables[txt] = _bare_query_token_weights_txt(txt, vocab)
+    if idf is not None and txt is not None:
+        _check_bare_tables_agree(idf, tables[idf], txt, tables[txt], vocab)
+    out = np.zeros(size, np.float32)
+    for token, value in tables[first].items():
+        out[vocab[token]] = value
+    return out
+
+
+def _bare_idf_json(path: Path, vocab: dict[str, int]) -> dict[str, np.float32]:
+    """``idf.json``: a JSON object token → finite number, every token in the tokenizer vocabulary."""
+    table = read_json_object(path, "token weight map")
+    out = {}
+    for token, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{path}: weight of token {token!r} must be a finite number, got {value!r}")
+        if token not in vocab:
+            raise ValueError(f"{path}: token {token!r} is not in the tokenizer vocabulary; the weight table "
+                             "belongs to another tokenizer")
+        out[token] = np.float32(value)
+    return out
+
+
+def _bare_query_token_weights_txt(path: Path, vocab: dict[str, int]) -> dict[str, np.float32]:
+    """``query_token_weights.txt``: one ``token<TAB>weight`` line per token (UTF-8), each token once and in
+    the tokenizer vocabulary, each weight a finite number. Errors name the file and the line number."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    out: dict[str, np.float32] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.removesuffix("\r").split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}: line {number}: expected 'token<TAB>weight' (two TAB-separated fields), "
+                             f"found {len(fields)} field(s): {line[:80]!r}")
+        token, raw = fields
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{path}: line {number}: weight {raw!r} of token {token!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: line {number}: weight {raw!r} of token {token!r} is not finite")
+        if token in first_line:
+            raise ValueError(f"{path}: line {number}: token {token!r} is listed twice (first on line "
+                             f"{first_line[token]})")
+        if token not in vocab:
+            raise ValueError(f"{path}: line {number}: token {token!r} is not in the tokenizer vocabulary; the "
+                             "weight table belongs to another tokenizer")
+        first_line[token] = number
+        out[token] = np.float32(value)
+    return out
+
+
+def _check_bare_tables_agree(idf: Path, idf_table: dict[str, np.float32], txt: Path,
+                             txt_table: dict[str, np.float32], vocab: dict[str, int]) -> None:
+    """A ValueError naming both files and the first token (in vocabulary order) listed in only one of them
+    or with different float32 weights."""
+    differing = sorted((t for t in idf_table.keys() | txt_table.keys() if idf_table.get(t) != txt_table.get(t)),
+                       key=vocab.__getitem__)
+    if not differing:
+        return
+    token = differing[0]
+    if token not in idf_table:
+        what = f"missing {idf.name} entry (it weighs {txt_table[token]} in {txt.name})"
+    elif token not in txt_table:
+        what = f"missing {txt.name} entry (it weighs {idf_table[token]} in {idf.name})"
+    else:
+        what = (f"weighs {idf_table[token]} in {idf.name} and {txt_table[token]} in {txt.name} "
+                "(as float32)")
+    raise ValueError(f"{idf} and {txt} disagree: token {token!r}: {what} ({len(differing)} token(s) differ); "
+                     "both weight tables must list the same tokens with the same weights")
 
 
 # ----------------------------------------------------------------------------- local path or hub id

@@ -6,8 +6,10 @@
     S = enc.similarity(Q, D)                                              # np.ndarray [1, n]
     enc.decode(Q[0], top_k=10)                                            # [(token, weight), ...]
 
-Queries never touch the model: token ids (no special tokens) → static weights. Documents go through
-the document backbone (any ``jsplade.backbones`` masked-LM) and SPLADE pooling. Documents are sorted by token length, batched under a token budget,
+Documents go through the document backbone (any ``jsplade.backbones`` masked-LM) and SPLADE pooling.
+Queries of an inference-free model never touch a model: token ids (no special tokens) → static weights; a
+symmetric model runs them through the document backbone, an asymmetric one through its query backbone
+(special tokens included, as the MLM reads them). Texts are sorted by token length, batched under a token budget,
 padded to a fixed ladder of lengths (``jsplade.splade.batching.ENCODE_LENGTH_LADDER``: a corpus compiles a
 handful of programs) and returned in input order.
 """
@@ -43,17 +45,19 @@ _AUTO_PROGRESS = 2000
 
 class SparseEncoder:
     """A SPLADE encoder: documents through an MLM + pooling; queries through static weights (inference-free,
-    no model call) or through the same MLM and pooling (symmetric SPLADE)."""
+    no model call), through the same MLM and pooling (symmetric SPLADE) or through a query MLM and its
+    pooling (asymmetric). ``query_max_seq_length`` truncates MLM queries (default: ``max_seq_length``)."""
 
     def __init__(self, model: SpladeModel, document_tokenizer: WordPieceTokenizer,
                  query_tokenizer: WordPieceTokenizer | None = None, *, max_seq_length: int,
                  similarity_fn_name: str = "dot", prompts: dict[str, str] | None = None,
                  default_prompt_name: str | None = None, max_active_dims: int | None = None,
-                 tokens_per_batch: int = 16384, source: Path | None = None):
+                 tokens_per_batch: int = 16384, source: Path | None = None, query_max_seq_length: int | None = None):
         self.model = model
         self.document_tokenizer = document_tokenizer
         self.query_tokenizer = query_tokenizer or document_tokenizer
         self.max_seq_length = int(max_seq_length)
+        self.query_max_seq_length = int(query_max_seq_length or max_seq_length)
         if similarity_fn_name != "dot":
             raise ValueError(f"similarity_fn_name {similarity_fn_name!r} is not supported (only 'dot')")
         self.similarity_fn_name = similarity_fn_name
@@ -64,6 +68,7 @@ class SparseEncoder:
         self.source = source
         self._check_vocab()
         self._doc_fn = jax.jit(_pool_documents, static_argnums=0)
+        self._query_fn = jax.jit(_pool_queries, static_argnums=0)
         self._packed_fn = jax.jit(_pool_packed, static_argnums=(0, 7))
 
     # ------------------------------------------------------------------ loading and saving
@@ -72,25 +77,33 @@ class SparseEncoder:
         """An encoder of ``parts`` (``jsplade.checkpoints.parts``: backbone, static weights, pooling, tokenizers,
         settings); the backbone module is used as it is, not copied."""
         query = None if parts.query_weights is None else StaticQueryEmbedding(parts.query_weights)
-        model = SpladeModel(parts.mlm, query, parts.pooling_strategy, parts.activation)
+        model = SpladeModel(parts.mlm, query, parts.pooling_strategy, parts.activation, query_mlm=parts.query_mlm,
+                            query_pooling_strategy=parts.query_pooling_strategy,
+                            query_activation=parts.query_activation)
         return cls(model, parts.document_tokenizer, parts.query_tokenizer, max_seq_length=parts.max_seq_length,
                    similarity_fn_name=parts.similarity_fn_name, prompts=parts.prompts,
                    default_prompt_name=parts.default_prompt_name, max_active_dims=parts.max_active_dims,
-                   source=parts.source)
+                   source=parts.source, query_max_seq_length=parts.query_max_seq_length)
 
     def to_parts(self) -> EncoderParts:
         """This encoder as ``EncoderParts`` (what the writers take); shares the model's arrays."""
-        return EncoderParts(self.model.mlm, self.query_weights, self.document_tokenizer, self.query_tokenizer,
-                            self.model.pooling_strategy, self.model.activation, self.max_seq_length,
+        m = self.model
+        asymmetric = {} if m.query_mlm is None else {
+            "query_mlm": m.query_mlm, "query_pooling_strategy": m.query_pooling_strategy,
+            "query_activation": m.query_activation, "query_max_seq_length": self.query_max_seq_length}
+        return EncoderParts(m.mlm, self.query_weights, self.document_tokenizer, self.query_tokenizer,
+                            m.pooling_strategy, m.activation, self.max_seq_length,
                             similarity_fn_name=self.similarity_fn_name, prompts=dict(self.prompts),
                             default_prompt_name=self.default_prompt_name, max_active_dims=self.max_active_dims,
-                            source=self.source)
+                            source=self.source, **asymmetric)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, compute: ComputeOptions | None = None,
                         max_active_dims: int | None = None) -> SparseEncoder:
         """Load a sentence-transformers SparseEncoder directory (ST-native or OpenSearch hub layout,
-        5.x or 6.x dialect), or a hub id through huggingface_hub. Only JSON, text and safetensors are read."""
+        5.x or 6.x dialect), a bare OpenSearch MLM folder with ``idf.json`` / ``query_token_weights.txt``
+        (read as the equivalent sentence-transformers model, ``jsplade.checkpoints.st_format``), or a hub id
+        through huggingface_hub. Only JSON, text and safetensors are read."""
         parts = read_sparse_encoder(path_or_hub_id, compute=compute)
         if max_active_dims is not None:
             parts.max_active_dims = max_active_dims
@@ -140,21 +153,23 @@ class SparseEncoder:
 
     @property
     def shape(self) -> str:
-        """"inference_free" (static query weights) or "symmetric" (queries through the MLM)."""
-        return "inference_free" if self.model.inference_free else "symmetric"
+        """"inference_free" (static query weights), "symmetric" (queries through the document MLM) or
+        "asymmetric" (queries through their own MLM)."""
+        return self.model.shape
 
     # ------------------------------------------------------------------ encoding
     def encode_query(self, texts: Sequence[str], batch_size: int = 32, max_active_dims: int | None = None, *,
                      dense: bool = False, show_progress_bar: bool | None = None, prompt_name: str | None = None,
                      prompt: str | None = None):
         """Query vectors [n, V] float32 (CSR, or ``np.ndarray`` with ``dense=True``): inference-free models
-        look up static weights (no model call); symmetric ones run the MLM as for documents."""
+        look up static weights (no model call); symmetric and asymmetric ones run their query MLM."""
         texts = self._with_prompt(validate_texts(texts, "texts"), "query", prompt_name, prompt)
         _check_batch_size(batch_size)
         k = check_max_active_dims(max_active_dims) or self.max_active_dims
         if not self.model.inference_free:
-            ids, _ = self.query_tokenizer.encode_documents(texts, self.max_seq_length)
-            out = self._encode_document_ids(ids, batch_size, k, show_progress_bar, "Encoding queries")
+            ids, _ = self.query_tokenizer.encode_documents(texts, self.query_max_seq_length)
+            out = self._encode_token_ids(ids, batch_size, k, show_progress_bar, self._query_fn,
+                                         self.query_max_seq_length, "Encoding queries")
             return out.toarray() if dense else out
         ids = self.query_tokenizer.encode_queries(texts)
         out = topk_csr_rows(query_rows_csr(ids, self.query_weights), k)
@@ -185,7 +200,13 @@ class SparseEncoder:
         return self.encode_document(texts, **kwargs)
 
     def _encode_document_ids(self, ids: list[np.ndarray], batch_size: int, k: int | None,
-                             show_progress_bar: bool | None, desc: str = "Encoding documents") -> sp.csr_matrix:
+                             show_progress_bar: bool | None) -> sp.csr_matrix:
+        return self._encode_token_ids(ids, batch_size, k, show_progress_bar, self._doc_fn, self.max_seq_length,
+                                      "Encoding documents")
+
+    def _encode_token_ids(self, ids: list[np.ndarray], batch_size: int, k: int | None, show_progress_bar: bool | None,
+                          pool_fn, max_len: int, desc: str) -> sp.csr_matrix:
+        """Vectors of token-id rows through ``pool_fn`` (documents or MLM queries), in input order."""
         n = len(ids)
         if n == 0:
             return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
@@ -195,7 +216,7 @@ class SparseEncoder:
         batches = []
         start = 0
         while start < n:
-            pad_len = padded_length(int(lengths[order[start]]), self.max_seq_length, ENCODE_LENGTH_LADDER)
+            pad_len = padded_length(int(lengths[order[start]]), max_len, ENCODE_LENGTH_LADDER)
             size = max(1, min(batch_size, self.tokens_per_batch // pad_len))
             batches.append((order[start:start + size], pad_len))
             start += size
@@ -210,7 +231,7 @@ class SparseEncoder:
                 mask_BxL[i, :lengths[r]] = 1
             if padded_rows > len(rows):
                 mask_BxL[len(rows):, 0] = 1  # filler rows: one token, discarded below
-            pooled = np.asarray(self._doc_fn(graphdef, state, ids_BxL, mask_BxL))[: len(rows)]
+            pooled = np.asarray(pool_fn(graphdef, state, ids_BxL, mask_BxL))[: len(rows)]
             pieces[b] = dense_to_csr(topk_dense_rows(pooled, k))
             if progress is not None:
                 progress.update(1)
@@ -311,6 +332,11 @@ class SparseEncoder:
 def _pool_documents(graphdef, state, ids_BxL, mask_BxL):
     model = nnx.merge(graphdef, state)
     return model.encode_documents(ids_BxL, mask_BxL)
+
+
+def _pool_queries(graphdef, state, ids_BxL, mask_BxL):
+    model = nnx.merge(graphdef, state)
+    return model.encode_query_tokens(ids_BxL, mask_BxL)
 
 
 def _pool_packed(graphdef, state, ids, mask, positions, segments, groups, n_groups):

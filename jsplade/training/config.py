@@ -37,8 +37,8 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    freeze_query_weights: bool = False
-    query_lr_multiplier: float = 1.0           # per-module learning rate: static query weights
+    freeze_query_weights: bool = False         # the query route: static weights, or an asymmetric model's query MLM
+    query_lr_multiplier: float = 1.0           # per-module learning rate: the query route (as above)
     document_lr_multiplier: float = 1.0        # per-module learning rate: document encoder
     # --- SpladeLoss
     scale: float = 1.0

@@ -1,4 +1,4 @@
-"""The one trainer: SpladeLoss + AdamW on a SPLADE model (inference-free or symmetric), exact to
+"""The one trainer: SpladeLoss + AdamW on a SPLADE model (inference-free, symmetric or asymmetric), exact to
 sentence-transformers.
 
 The step is a pure function ``train_step(state, batch) -> (state, metrics)`` (``make_train_step``),
@@ -9,9 +9,9 @@ function of (initial state, batch plan) only — which is what makes kill-and-re
 Batch arrays (host side, padded to a length ladder so few programs compile):
 ``query_ids/query_mask`` [A, B, Lq] and ``doc_ids/doc_mask`` [A, C, B, Ld] for A gradient-accumulation
 micro-batches, B rows, C document columns (positive + hard negatives). Inference-free models get query
-tokens without special tokens (a presence matrix times the static weights); symmetric models get them as
-the MLM reads them (special tokens included) and encode them like documents, with the query regularizer on
-those vectors.
+tokens without special tokens (a presence matrix times the static weights); symmetric and asymmetric models
+get them as the MLM reads them (special tokens included) and encode them through the document MLM
+(symmetric) or their own query MLM (asymmetric), with the query regularizer on those vectors.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def batch_statistics(q_BxV, d_NxV) -> dict[str, jnp.ndarray]:
     }
 
 
-_QUERY_DROPOUT_STREAM = 1 << 20  # folded into the step key for a symmetric model's query pass
+_QUERY_DROPOUT_STREAM = 1 << 20  # folded into the step key for the query pass of an MLM-query model
 
 
 def make_loss_fn(graphdef, settings: StepSettings):
@@ -106,9 +106,9 @@ def make_loss_fn(graphdef, settings: StepSettings):
         dropout_key = key if settings.dropout else None
         if model.inference_free:
             q_BxV = model.encode_queries(query_presence(micro["query_ids"], micro["query_mask"], vocab))
-        else:  # symmetric: the queries run through the MLM (their own dropout masks)
+        else:  # the queries run through an MLM (their own dropout masks)
             q_key = None if dropout_key is None else jax.random.fold_in(dropout_key, _QUERY_DROPOUT_STREAM)
-            q_BxV = model.encode_documents(micro["query_ids"], micro["query_mask"], dropout_key=q_key)
+            q_BxV = model.encode_query_tokens(micro["query_ids"], micro["query_mask"], dropout_key=q_key)
         if "pack_ids" in micro:  # several documents per row (jsplade.splade.packing)
             n_docs = micro["pack_slot"].shape[0]
             n_cols = n_docs // batch
@@ -187,9 +187,9 @@ def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches
         queries = [rows[i][0] for i in mb]
         if encoder.model.inference_free:
             q_ids_all.append(encoder.query_tokenizer.encode_queries(queries, max_query_length))
-        else:  # symmetric: as the MLM reads them, special tokens included
+        else:  # symmetric / asymmetric: as the query MLM reads them, special tokens included
             q_ids_all.append(encoder.query_tokenizer.encode_documents(
-                queries, max_query_length or encoder.max_seq_length)[0])
+                queries, max_query_length or encoder.query_max_seq_length)[0])
         cols = []
         for c in range(1, n_cols + 1):
             ids, _ = encoder.document_tokenizer.encode_documents([rows[i][c] for i in mb], max_document_length)
@@ -364,14 +364,17 @@ class Trainer:
             regularizer_warmup_ratio=cfg.regularizer_warmup_ratio, scale=cfg.scale,
             document_threshold=cfg.document_threshold, query_threshold=cfg.query_threshold,
             document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout)
-        if not self.encoder.model.inference_free:
-            for key in ("document_idf_weighting", "freeze_query_weights"):
-                if getattr(cfg, key):
-                    raise ValueError(f"config key {key!r} needs static query weights; {config.base_model or 'the'}"
-                                     " model is symmetric (queries through the MLM)")
+        shape = self.encoder.model.shape
+        if shape != "inference_free" and cfg.document_idf_weighting:
+            raise ValueError(f"config key 'document_idf_weighting' needs static query weights; "
+                             f"{config.base_model or 'the'} model is {shape} (queries through an MLM)")
+        if shape == "symmetric":
+            if cfg.freeze_query_weights:
+                raise ValueError(f"config key 'freeze_query_weights' needs a query model of its own; "
+                                 f"{config.base_model or 'the'} model is symmetric (queries through the document MLM)")
             if cfg.query_lr_multiplier != 1.0:
-                raise ValueError("config key 'query_lr_multiplier' applies to static query weights; the model is "
-                                 "symmetric (queries through the MLM, tuned by document_lr_multiplier)")
+                raise ValueError("config key 'query_lr_multiplier' needs a query model of its own; the model is "
+                                 "symmetric (queries through the document MLM, tuned by document_lr_multiplier)")
         self.max_document_length = cfg.max_document_length or self.encoder.max_seq_length
         self.max_query_length = cfg.max_query_length
         self.pack_length = (cfg.pack_length or self.max_document_length) if cfg.pack_documents else None
@@ -404,10 +407,11 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def _optimizer(self) -> optax.GradientTransformation:
         cfg = self.config
-        freeze = (lambda path: path.startswith("query.")) if cfg.freeze_query_weights else None
+        query_prefix = "query_mlm." if self.encoder.model.shape == "asymmetric" else "query."
+        freeze = (lambda path: path.startswith(query_prefix)) if cfg.freeze_query_weights else None
         multipliers = {}
         if cfg.query_lr_multiplier != 1.0:
-            multipliers["query."] = cfg.query_lr_multiplier
+            multipliers[query_prefix] = cfg.query_lr_multiplier
         if cfg.document_lr_multiplier != 1.0:
             multipliers["mlm."] = cfg.document_lr_multiplier
         return make_optimizer(lr_schedule(self.settings), weight_decay=cfg.weight_decay, b1=cfg.adam_beta1,

@@ -413,3 +413,99 @@ def test_call_returns_the_padded_batch_transformers_returns(tok_json):
         tok_json("a bare string")
     with pytest.raises(ValueError, match="max_length"):
         tok_json(["a"], max_length=0)
+
+
+# ----------------------------------------------------------------------------- XLM-RoBERTa (SentencePiece / Unigram)
+# A tiny Unigram tokenizer in XLM-R's layout (tests/helpers/xlmr_tokenizer.py), saved by transformers'
+# XLMRobertaTokenizerFast; the reference is the folder read back by AutoTokenizer. transformers 5 rebuilds
+# such a tokenizer on load (charsmap kept, other normalizers dropped, whitespace split before Metaspace):
+# the texts below include the whitespace and charsmap cases where reading tokenizer.json as is differs.
+XLMR_TEXTS = ["Mars is known for its red planet.", "Hello world, the café!", "東京 タワー und der straße",
+              "  leading, trailing and  double  spaces  ", "tab\tnew\nline", "ﬁne ＭＭars", "the <mask> planet",
+              "literal <s> and </s> tokens", "unknown 🚀 xyz Ω", "", "   ",
+              "la planet est une planet known for the red and the planet of mars " * 3]
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory):
+    """(jsplade's reading, transformers' reading) of the saved XLM-R tokenizer folder."""
+    from helpers.xlmr_tokenizer import save_xlmr_tokenizer
+    from transformers import AutoTokenizer
+
+    folder = save_xlmr_tokenizer(tmp_path_factory.mktemp("xlmr_tokenizer"))
+    return WordPieceTokenizer.from_dir(folder), AutoTokenizer.from_pretrained(str(folder)), folder
+
+
+def test_xlm_roberta_special_tokens_and_vocabulary(xlmr):
+    from helpers.xlmr_tokenizer import VOCAB_SIZE
+
+    ours, ref, _ = xlmr
+    assert ours.special_tokens == {"unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>",
+                                   "pad_token": "<pad>", "mask_token": "<mask>"}
+    assert (ours.cls_token_id, ours.pad_token_id, ours.sep_token_id, ours.unk_token_id, ours.mask_token_id) == \
+        (0, 1, 2, 3, VOCAB_SIZE - 1)
+    assert (ref.cls_token_id, ref.pad_token_id, ref.sep_token_id, ref.unk_token_id, ref.mask_token_id) == \
+        (0, 1, 2, 3, VOCAB_SIZE - 1)
+    assert ours.vocab_size == len(ref) == VOCAB_SIZE
+    assert ours.get_vocab() == ref.get_vocab()
+    assert ours.model_max_length == ref.model_max_length == 512
+
+
+def test_xlm_roberta_queries_match_transformers(xlmr):
+    """No special tokens; unknown characters become <unk> (3); the charsmap applies (ﬁ → fi, Ｍ → M)."""
+    ours, ref, _ = xlmr
+    want = ref(XLMR_TEXTS, add_special_tokens=False)["input_ids"]
+    got = [r.tolist() for r in ours.encode_queries(XLMR_TEXTS)]
+    assert got == want
+    literal = XLMR_TEXTS.index("literal <s> and </s> tokens")
+    assert all(0 not in r and 2 not in r for i, r in enumerate(got) if i != literal)
+    assert 0 in got[literal] and 2 in got[literal]  # special tokens written in the text stay special
+    assert ours.encode_queries(["🚀 Ω"])[0].tolist() == ref("🚀 Ω", add_special_tokens=False)["input_ids"] == [4, 3, 4, 3]
+    assert ours.tokenizer.decode(got[XLMR_TEXTS.index("ﬁne ＭＭars")]) == "fine MMars"
+    assert got[XLMR_TEXTS.index("   ")] == [] and got[XLMR_TEXTS.index("tab\tnew\nline")].count(4) == 3
+
+
+@pytest.mark.parametrize("max_length", [512, 7])
+def test_xlm_roberta_documents_match_transformers(xlmr, max_length):
+    """<s> … </s>, truncated to ``max_length`` with the closing </s> kept (transformers' longest_first)."""
+    ours, ref, _ = xlmr
+    want = ref(XLMR_TEXTS, truncation=True, max_length=max_length)["input_ids"]
+    rows, n_truncated = ours.encode_documents(XLMR_TEXTS, max_length)
+    assert [r.tolist() for r in rows] == want
+    full = ref(XLMR_TEXTS)["input_ids"]
+    assert n_truncated == sum(len(r) > max_length for r in full) and (n_truncated > 0) == (max_length == 7)
+    assert all(r[0] == 0 and r[-1] == 2 and len(r) <= max_length for r in rows)
+
+
+def test_xlm_roberta_padded_batch_matches_transformers(xlmr):
+    ours, ref, _ = xlmr
+    got = ours(XLMR_TEXTS, max_length=9)
+    want = ref(XLMR_TEXTS, padding=True, truncation=True, max_length=9, return_tensors="np")
+    for key in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert (got["input_ids"][got["attention_mask"] == 0] == 1).all() and (got["attention_mask"] == 0).any()
+
+
+def test_xlm_roberta_class_supplies_the_special_token_names(xlmr, tmp_path):
+    """A config naming only the class (no special tokens): <s> / </s> / <unk> / <pad> / <mask>, as transformers."""
+    from transformers import AutoTokenizer
+
+    _, _, folder = xlmr
+    _copy(tmp_path, "tokenizer.json", src=folder)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer"}))
+    ours, ref = WordPieceTokenizer.from_dir(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path))
+    assert (ours.cls_token_id, ours.sep_token_id, ours.unk_token_id, ours.pad_token_id, ours.mask_token_id) == \
+        (ref.cls_token_id, ref.sep_token_id, ref.unk_token_id, ref.pad_token_id, ref.mask_token_id)
+    assert ours.model_max_length is None
+    rows, _ = ours.encode_documents(XLMR_TEXTS, 16)
+    assert [r.tolist() for r in rows] == ref(XLMR_TEXTS, truncation=True, max_length=16)["input_ids"]
+
+
+def test_xlm_roberta_save_round_trips(xlmr, tmp_path):
+    ours, _, folder = xlmr
+    ours.save(tmp_path / "saved")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "saved" / name).read_bytes() == (folder / name).read_bytes(), name
+    again = WordPieceTokenizer.from_dir(tmp_path / "saved")
+    assert [r.tolist() for r in again.encode_queries(XLMR_TEXTS)] == \
+        [r.tolist() for r in ours.encode_queries(XLMR_TEXTS)]

@@ -219,12 +219,12 @@ def test_wrong_direction_and_source_as_destination(fixture_checkpoint, tmp_path)
 
 def test_checkpoint_shapes_that_do_not_fit_the_config(fixture_checkpoint, tmp_path):
     run = _copy_meta(fixture_checkpoint, tmp_path / "run", **{"config.intermediate_size": 48})
-    with pytest.raises(ValueError, match=r"checkpoints/0: checkpoint parameters do not fit the config in .*"
-                                         r"jsplade_model.json: parameter 'layers.0.mlp.\w+': "
+    with pytest.raises(ValueError, match=r"checkpoints/0: checkpoint parameters 'mlm\.\*' do not fit the model "
+                                         r"config in .*jsplade_model.json \(key 'config'\): parameter 'layers.0.mlp.\w+': "
                                          r"shape \[64, 32\] does not match \[48, 32\]"):
         to_hf(run, tmp_path / "hf")
     run2 = _copy_meta(fixture_checkpoint, tmp_path / "run2", **{"config.num_hidden_layers": 3})
-    with pytest.raises(ValueError, match=r"do not fit the config.*missing parameters: \['layers.2"):
+    with pytest.raises(ValueError, match=r"do not fit the model config.*missing parameters: \['layers.2"):
         SparseEncoder.from_checkpoint(run2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run2"]
 
@@ -303,3 +303,31 @@ def test_to_jax_is_atomic_and_refuses_an_existing_destination(tmp_path, monkeypa
     monkeypatch.undo()
     to_jax(SE_FIXTURES / "model", dst, overwrite=True)
     assert (dst / META_FILE).is_file() and not (dst / "old.txt").exists()
+
+
+@pytest.mark.parametrize("shape", ["inference_free", "symmetric", "asymmetric"])
+@pytest.mark.parametrize("backbone", ["bert", "distilbert"])
+def test_bert_family_round_trips_through_a_checkpoint_bit_exact(tmp_path, backbone, shape):
+    """A sentence-transformers directory of every shape on BERT and DistilBERT (written by the installed
+    sentence-transformers) → ``to_jax`` → ``to_hf``: every safetensors file of the export holds the very
+    tensors (names, dtypes, bytes) of the corresponding file sentence-transformers wrote, and the pooling
+    configs say the same."""
+    from helpers.st_models import build_st_sparse_encoder
+    from safetensors.numpy import load_file
+
+    _, folder = build_st_sparse_encoder(tmp_path / "base", backbone, shape)
+    to_jax(folder, tmp_path / "ckpt")
+    to_hf(tmp_path / "ckpt", tmp_path / "back")
+    originals = sorted(p.relative_to(folder) for p in folder.rglob("*.safetensors"))
+    assert originals == sorted(p.relative_to(tmp_path / "back") for p in (tmp_path / "back").rglob("*.safetensors"))
+    assert len(originals) == {"inference_free": 2, "symmetric": 1, "asymmetric": 2}[shape]
+    for rel in originals:
+        want, got = load_file(folder / rel), load_file(tmp_path / "back" / rel)
+        assert set(got) == set(want), rel
+        for name, value in want.items():
+            assert got[name].dtype == value.dtype and np.array_equal(got[name], value), (rel, name)
+    for pooling in folder.rglob("*SpladePooling/config.json"):
+        mine = json.loads((tmp_path / "back" / pooling.relative_to(folder)).read_text())
+        theirs = json.loads(pooling.read_text())
+        for key in ("pooling_strategy", "activation_function"):
+            assert mine[key] == theirs.get(key, {"pooling_strategy": "max", "activation_function": "relu"}[key])

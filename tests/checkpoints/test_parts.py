@@ -227,6 +227,24 @@ def test_disagreeing_vocabulary_sizes_name_all_three_files(tmp_path):
     assert f"{src / QUERY_FOLDER / 'model.safetensors'} has 30522 entries" in msg
 
 
+def test_routes_with_different_vocabularies_are_an_error_naming_both_folders(tmp_path):
+    """A query tokenizer of the same size but another token → id map would score queries against the wrong
+    document dimensions: refused, naming the first differing token and both tokenizer folders."""
+    src = tmp_path / "model"
+    shutil.copytree(HUB, src)
+    path = src / QUERY_FOLDER / "tokenizer.json"
+    tok = json.loads(path.read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]
+    vocab["paris"], vocab["berlin"] = vocab["berlin"], vocab["paris"]
+    path.write_text(json.dumps(tok), encoding="utf-8")
+    token = "berlin"  # both swapped tokens touch the same smallest id; ties go to the smaller string
+    with pytest.raises(ValueError, match="the query and document routes use different vocabularies") as info:
+        read_sparse_encoder(src)
+    msg = str(info.value)
+    assert f"token {token!r}" in msg and "2 tokens differ" in msg
+    assert f"query tokenizer ({src / QUERY_FOLDER})" in msg and f"document tokenizer ({src})" in msg
+
+
 # ----------------------------------------------------------------------------- jsplade checkpoint directories
 def test_read_checkpoint_rebuilds_the_parts(hub, run):
     parts = read_checkpoint(run)
@@ -328,8 +346,9 @@ def test_parameters_missing_unexpected_or_misshapen(hub, run, tmp_path):
                                          r"got shape \[1, 30522\]"):
         read_checkpoint(dst)
     dst = _variant(run, tmp_path / "c", params={k: v for k, v in params.items() if k != "mlm.head.decoder_bias"})
-    with pytest.raises(ValueError, match=r"checkpoints/0: checkpoint parameters do not fit the config in .*"
-                                         r"jsplade_model.json: missing parameters: \['head.decoder_bias'\]"):
+    with pytest.raises(ValueError, match=r"checkpoints/0: checkpoint parameters 'mlm\.\*' do not fit the model "
+                                         r"config in .*jsplade_model.json \(key 'config'\): missing parameters: "
+                                         r"\['head.decoder_bias'\]"):
         read_checkpoint(dst)
 
 

@@ -324,12 +324,49 @@ def test_unknown_module_type(tmp_path):
         read_sparse_encoder_dir(folder)
 
 
-def test_symmetric_splade_is_rejected(tmp_path):
+def test_a_router_with_an_mlm_on_each_route_is_asymmetric(tmp_path):
+    """query route [MLMTransformer, SpladePooling] in folders of its own: shape "asymmetric", each route's
+    transformer folder, pooling and length; the static query module is not needed."""
+    folder = copy_model(NATIVE, tmp_path / "m")
+    shutil.copytree(folder / "document_0_MLMTransformer", folder / "query_0_MLMTransformer", symlinks=True)
+    dump_json(folder / "query_0_MLMTransformer" / "sentence_bert_config.json", {"max_seq_length": 32})
+    (folder / "query_1_SpladePooling").mkdir()
+    dump_json(folder / "query_1_SpladePooling" / "config.json", {"pooling_strategy": "sum",
+                                                                 "activation_function": "relu"})
+    shutil.rmtree(folder / "query_0_SparseStaticEmbedding")
+
+    def edit(c):
+        c["types"] = {"query_0_MLMTransformer": c["types"]["document_0_MLMTransformer"],
+                      "query_1_SpladePooling": c["types"]["document_1_SpladePooling"],
+                      "document_0_MLMTransformer": c["types"]["document_0_MLMTransformer"],
+                      "document_1_SpladePooling": c["types"]["document_1_SpladePooling"]}
+        c["structure"]["query"] = ["query_0_MLMTransformer", "query_1_SpladePooling"]
+    edit_json(folder / "router_config.json", edit)
+    spec = read_sparse_encoder_dir(folder)
+    assert (spec.shape, spec.layout, spec.query) == ("asymmetric", "st_native", None)
+    assert spec.query_mlm.folder == folder / "query_0_MLMTransformer" and spec.query_mlm.max_seq_length == 32
+    assert (spec.query_pooling.pooling_strategy, spec.query_pooling.activation_function) == ("sum", "relu")
+    assert spec.document.folder == folder / "document_0_MLMTransformer"
+    assert spec.pooling.pooling_strategy == "max"
+
+
+def test_a_router_sharing_one_mlm_between_routes_is_refused(tmp_path):
+    """Both routes naming the same transformer folder is a symmetric model written wrongly: refused."""
     folder = copy_model(NATIVE, tmp_path / "m")
     edit_json(folder / "router_config.json", lambda c: c["structure"].__setitem__(
         "query", ["document_0_MLMTransformer", "document_1_SpladePooling"]))
+    with pytest.raises(ValueError, match=r"router_config\.json: the query and document routes name the same "
+                                         r"transformer folder .*document_0_MLMTransformer.*symmetric"):
+        read_sparse_encoder_dir(folder)
+
+
+def test_a_query_route_of_other_modules_is_rejected(tmp_path):
+    folder = copy_model(NATIVE, tmp_path / "m")
+    edit_json(folder / "router_config.json", lambda c: c["structure"].__setitem__(
+        "query", ["document_1_SpladePooling"]))
     with pytest.raises(ValueError, match=r"router_config\.json: unsupported architecture .*'query': "
-                                         r"\['MLMTransformer', 'SpladePooling'\].*inference-free asymmetric"):
+                                         r"\['SpladePooling'\].*\[SparseStaticEmbedding\] \(inference-free\) or "
+                                         r"\[MLMTransformer, SpladePooling\] \(asymmetric\)"):
         read_sparse_encoder_dir(folder)
 
 
@@ -461,3 +498,137 @@ def test_resolve_hub_id_offline_gives_clear_error(tmp_path):
     assert "VALUEERROR:" in done.stdout
     assert "could not be fetched from the Hugging Face hub" in done.stdout
     assert "Pass a local directory" in done.stdout
+
+
+# ----------------------------------------------------------------------------- bare OpenSearch folders
+BARE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def bare_folder(folder: Path, idf: dict | None = None, txt: str | None = None, *, from_hub: bool = False) -> Path:
+    """A bare OpenSearch folder (no modules.json): the fixture's model config and tokenizer, its weights
+    symlinked, and the given idf.json / query_token_weights.txt (``from_hub``: the fixture's own two)."""
+    folder.mkdir(parents=True)
+    for name in BARE_FILES:
+        shutil.copy(HUB / name, folder / name)
+    (folder / "model.safetensors").symlink_to((HUB / "model.safetensors").resolve())
+    if from_hub:
+        shutil.copy(HUB / "idf.json", folder / "idf.json")
+        shutil.copy(HUB / "query_token_weights.txt", folder / "query_token_weights.txt")
+    if idf is not None:
+        dump_json(folder / "idf.json", idf)
+    if txt is not None:
+        (folder / "query_token_weights.txt").write_text(txt, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hub_vocab() -> dict[str, int]:
+    return WordPieceTokenizer.from_dir(HUB).get_vocab()
+
+
+def bare_weights(folder: Path, vocab: dict[str, int]) -> np.ndarray:
+    return read_query_weights(read_sparse_encoder_dir(folder).query, vocab)
+
+
+@pytest.mark.parametrize("files", ["both", "idf.json", "query_token_weights.txt"])
+def test_opensearch_bare_folder_spec(tmp_path, files, w_ref, hub_vocab):
+    folder = bare_folder(tmp_path / "m", from_hub=True)
+    if files != "both":
+        (folder / ({"idf.json", "query_token_weights.txt"} - {files}).pop()).unlink()
+    spec = read_sparse_encoder_dir(folder)
+    assert (spec.root, spec.layout, spec.shape, spec.dialect) == (folder, "opensearch_bare", "inference_free", "st5")
+    assert spec.document.folder == folder and spec.document.max_seq_length is None
+    assert (spec.pooling.pooling_strategy, spec.pooling.activation_function) == ("max", "relu")
+    assert spec.query.folder == folder and spec.query.weight_file is None and spec.query.frozen is False
+    assert spec.query.json_weights_file == (None if files == "query_token_weights.txt" else folder / "idf.json")
+    assert spec.query.txt_weights_file == (None if files == "idf.json" else folder / "query_token_weights.txt")
+    assert spec.similarity_fn_name == "dot" and spec.prompts == {} and spec.max_active_dims is None
+    np.testing.assert_array_equal(read_query_weights(spec.query, hub_vocab), w_ref)  # both tables: 30522 tokens
+
+
+def test_opensearch_bare_unlisted_tokens_weigh_zero(tmp_path, hub_vocab):
+    folder = bare_folder(tmp_path / "m", {"hello": 1.5, "[UNK]": 0.25},
+                         "hello\t1.5\n[UNK]\t0.25\n")
+    w = bare_weights(folder, hub_vocab)
+    assert w.dtype == np.float32 and w.shape == (V,)
+    assert (w[hub_vocab["hello"]], w[hub_vocab["[UNK]"]]) == (1.5, 0.25)
+    assert np.count_nonzero(w) == 2
+
+
+def test_opensearch_bare_tables_agree_as_float32(tmp_path, hub_vocab):
+    """0.1 and 0.10000000001 are one float32: the tables agree; CRLF lines and a missing last newline are fine."""
+    folder = bare_folder(tmp_path / "m", {"world": 0.10000000001, "hello": 2}, "hello\t2.0\r\nworld\t0.1")
+    w = bare_weights(folder, hub_vocab)
+    assert w[hub_vocab["world"]] == np.float32(0.1) and w[hub_vocab["hello"]] == 2.0
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("hello\t1.0\nworld 2.0\n", r"line 2: expected 'token<TAB>weight' \(two TAB-separated fields\), found 1"),
+    ("hello\t1.0\t3\n", r"line 1: expected 'token<TAB>weight' .*found 3"),
+    ("hello\t1.0\n\nworld\t2\n", r"line 2: expected 'token<TAB>weight' .*found 1"),
+    ("hello\tabc\n", r"line 1: weight 'abc' of token 'hello' is not a number"),
+    ("hello\t1\nworld\tnan\n", r"line 2: weight 'nan' of token 'world' is not finite"),
+    ("hello\t-inf\n", r"line 1: weight '-inf' of token 'hello' is not finite"),
+    ("hello\t1\nworld\t2\nhello\t1\n", r"line 3: token 'hello' is listed twice \(first on line 1\)"),
+    ("hello\t1\nzzqxnotatoken\t2\n", r"line 2: token 'zzqxnotatoken' is not in the tokenizer vocabulary; the weight "
+                                     r"table belongs to another tokenizer"),
+])
+def test_opensearch_bare_malformed_txt_names_file_and_line(tmp_path, hub_vocab, text, pattern):
+    folder = bare_folder(tmp_path / "m", txt=text)
+    with pytest.raises(ValueError, match=r"query_token_weights\.txt: " + pattern):
+        bare_weights(folder, hub_vocab)
+
+
+@pytest.mark.parametrize("table, pattern", [
+    ({"hello": 1, "zzqxnotatoken": 2}, r"token 'zzqxnotatoken' is not in the tokenizer vocabulary; the weight table "
+                                       r"belongs to another tokenizer"),
+    ({"hello": "1.5"}, r"weight of token 'hello' must be a finite number, got '1\.5'"),
+    ({"hello": True}, r"weight of token 'hello' must be a finite number, got True"),
+    ({"hello": float("inf")}, r"weight of token 'hello' must be a finite number, got inf"),
+])
+def test_opensearch_bare_bad_idf_json_names_file_and_token(tmp_path, hub_vocab, table, pattern):
+    folder = bare_folder(tmp_path / "m", table)
+    with pytest.raises(ValueError, match=r"idf\.json: " + pattern):
+        bare_weights(folder, hub_vocab)
+
+
+@pytest.mark.parametrize("idf, txt, pattern", [
+    ({"hello": 1, "world": 2}, "hello\t1\nworld\t2\nthe\t3\n", r"token 'the': missing idf\.json entry"),
+    ({"hello": 1, "world": 2, "the": 3}, "hello\t1\nworld\t2\n", r"token 'the': missing query_token_weights\.txt entry"),
+    ({"hello": 1, "world": 2.5}, "hello\t1\nworld\t2\n", r"token 'world': weighs 2\.5 in idf\.json and 2\.0 in "
+                                                         r"query_token_weights\.txt"),
+    # "the" (id 1996) comes before "hello" (7592) and "world" (2088) in the vocabulary: it is reported first
+    ({"hello": 9, "world": 9, "the": 1}, "hello\t1\nworld\t2\n", r"token 'the': missing query_token_weights\.txt entry "
+                                                                 r"\(it weighs 1\.0 in idf\.json\) \(3 token\(s\) differ\)"),
+])
+def test_opensearch_bare_tables_that_disagree_name_both_files(tmp_path, hub_vocab, idf, txt, pattern):
+    folder = bare_folder(tmp_path / "m", idf, txt)
+    with pytest.raises(ValueError, match=rf"{folder}/idf\.json and {folder}/query_token_weights\.txt disagree: "
+                                         + pattern):
+        bare_weights(folder, hub_vocab)
+
+
+def test_bare_mlm_folder_without_weight_tables_keeps_the_old_error(tmp_path):
+    folder = bare_folder(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match=rf"{folder}/modules\.json: not found; .* is not a sentence-transformers "
+                                                "model folder"):
+        read_sparse_encoder_dir(folder)
+    (folder / "config.json").unlink()  # a weight table without a model config is no bare folder either
+    (folder / "idf.json").write_text('{"hello": 1.0}')
+    with pytest.raises(FileNotFoundError, match=r"modules\.json: not found"):
+        read_sparse_encoder_dir(folder)
+
+
+def test_st_json_path_keeps_its_unknown_token_rule_next_to_a_model_config(tmp_path, hub_vocab):
+    """A SparseStaticEmbedding whose config ``path`` names an idf.json in its own folder keeps the
+    sentence-transformers rule (an unknown token lands on [UNK]), not the bare-folder error."""
+    folder = copy_model(HUB, tmp_path / "m")
+    query_dir = folder / "query_0_SparseStaticEmbedding"
+    (query_dir / "model.safetensors").unlink()
+    dump_json(query_dir / "config.json", {"frozen": False, "path": "idf.json"})
+    dump_json(query_dir / "idf.json", {"hello": 1.5, "zzqxnotatoken": 7.25})
+    spec = read_sparse_encoder_dir(folder)
+    assert spec.layout == "opensearch" and spec.query.json_weights_file == query_dir / "idf.json"
+    assert spec.query.txt_weights_file is None
+    w = read_query_weights(spec.query, hub_vocab)
+    assert (w[hub_vocab["hello"]], w[hub_vocab["[UNK]"]], np.count_nonzero(w)) == (1.5, 7.25, 2)

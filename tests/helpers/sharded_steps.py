@@ -26,9 +26,13 @@ SETTINGS = StepSettings(total_steps=6, learning_rate=5e-5, warmup_steps=1, lambd
                         regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
 
 
-def build_model(remat: bool = False) -> SpladeModel:
+def build_model(remat: bool = False, shape: str = "inference_free") -> SpladeModel:
+    """The inference-free test model, or (``shape="asymmetric"``) one with a second GTE as its query MLM."""
     cfg = GteConfig.from_json_file(CONFIG).replace(hidden_dropout_prob=0.0)
     mlm = mlm_from_params(cfg, GTE.hf_to_params(recipe_state_dict(cfg, 7), cfg)).with_compute(remat=remat)
+    if shape == "asymmetric":
+        query_mlm = mlm_from_params(cfg, GTE.hf_to_params(recipe_state_dict(cfg, 8), cfg)).with_compute(remat=remat)
+        return SpladeModel(mlm, None, query_mlm=query_mlm, query_activation="relu")
     weights = np.random.RandomState(0).uniform(0.5, 8.0, cfg.vocab_size).astype(np.float32)
     return SpladeModel(mlm, StaticQueryEmbedding(weights))
 
@@ -49,23 +53,24 @@ def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
     return batch
 
 
-def initial_state(optimizer, remat: bool = False):
-    graphdef, params = nnx.split(build_model(remat), nnx.Param)
+def initial_state(optimizer, remat: bool = False, shape: str = "inference_free"):
+    graphdef, params = nnx.split(build_model(remat, shape), nnx.Param)
     state = {"params": params, "opt": optimizer.init(params), "step": jnp.asarray(0, jnp.int32),
              "rng": jax.random.key_data(jax.random.key(0))}
     return graphdef, state
 
 
-def runner(mesh_spec: str | None, packed: bool = False, remat: bool = False):
+def runner(mesh_spec: str | None, packed: bool = False, remat: bool = False, shape: str = "inference_free"):
     """(state, step_fn, place, mesh) for one device (``None``) or a mesh; ``packed``: batches of packed rows;
-    ``remat``: per-layer rematerialisation (the scan over stacked layer weights)."""
+    ``remat``: per-layer rematerialisation (the scan over stacked layer weights); ``shape``: see build_model."""
     optimizer = make_optimizer(lambda s: SETTINGS.learning_rate)
-    graphdef, state = initial_state(optimizer, remat)
+    graphdef, state = initial_state(optimizer, remat, shape)
     step = make_train_step(graphdef, optimizer, SETTINGS)
     if mesh_spec is None:
         return state, jax.jit(step, donate_argnums=0), (lambda b: b), None
     mesh = sharding.make_mesh(mesh_spec)
-    state, shardings = sharding.shard_state(state, optimizer, mesh, AXES)
+    axes = AXES if shape == "inference_free" else build_model(shape=shape).logical_axes()
+    state, shardings = sharding.shard_state(state, optimizer, mesh, axes)
     return state, sharding.jit_sharded_step(step, mesh, shardings, packed=packed), \
         (lambda b: sharding.global_batch_from_host(b, mesh)), mesh
 

@@ -157,3 +157,66 @@ def test_bad_pooling_options_and_vocabulary_mismatch(parts):
         SpladeModel(parts.mlm, StaticQueryEmbedding(parts.query_weights[:-1]))
     default = SpladeModel(parts.mlm, query)
     assert (default.pooling_strategy, default.activation) == ("max", "log1p_relu")
+
+
+# ----------------------------------------------------------------------------- asymmetric (an MLM on each route)
+def _second_mlm(parts, seed: int = 1):
+    """Another GTE model of the fixture's config with perturbed weights (a separate query MLM)."""
+    from jsplade.backbones.params import build_with_params
+
+    rng = np.random.default_rng(seed)
+    values = {k: np.asarray(v) + rng.normal(0, 0.01, np.shape(v)).astype(np.float32)
+              for k, v in flat_params(parts.mlm).items()}
+    return build_with_params(lambda: backbone_of(parts.mlm).new_model(parts.mlm.config), values)
+
+
+def test_asymmetric_queries_use_their_own_mlm_and_pooling(parts, batch):
+    """``encode_query_tokens`` = the query MLM's logits pooled with the query route's pooling; documents
+    keep the document MLM and pooling; parameters live under ``mlm.*`` and ``query_mlm.*``, each with the
+    backbone's own logical-axis rule."""
+    ids, mask = batch
+    query_mlm = _second_mlm(parts)
+    model = SpladeModel(parts.mlm, None, "max", "log1p_relu", query_mlm=query_mlm, query_pooling_strategy="sum",
+                        query_activation="relu")
+    assert (model.shape, model.inference_free) == ("asymmetric", False)
+    _assert_close(model.encode_query_tokens(ids, mask),
+                  _reference_pool(np.asarray(query_mlm(ids, mask)), mask, "sum", "relu"))
+    _assert_close(model.encode_documents(ids, mask),
+                  _reference_pool(np.asarray(parts.mlm(ids, mask)), mask, "max", "log1p_relu"))
+    paths = {path_str(p): v.get_value().ndim for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    mlm_names = set(flat_params(parts.mlm))
+    assert set(paths) == {"mlm." + k for k in mlm_names} | {"query_mlm." + k for k in mlm_names}
+    table = model.logical_axes()
+    backbone = backbone_of(parts.mlm).logical_axes
+
+    def first(rows, path):
+        return next((axes for pattern, axes in rows if re.search(pattern, path)), None)
+
+    for path, ndim in paths.items():
+        inner = path.split(".", 1)[1]
+        assert first(table, path) == first(backbone, inner) and len(first(table, path)) == ndim, path
+    assert first(table, "query.weight") is None
+    with pytest.raises(ValueError, match="use encode_queries"):
+        SpladeModel(parts.mlm, StaticQueryEmbedding(parts.query_weights)).encode_query_tokens(ids, mask)
+    with pytest.raises(ValueError, match="an asymmetric model has no static query weights"):
+        model.encode_queries(np.zeros((1, 30522), np.float32))
+
+
+def test_symmetric_queries_go_through_the_document_mlm(parts, batch):
+    ids, mask = batch
+    model = SpladeModel(parts.mlm, None, "max", "log1p_relu")
+    assert model.shape == "symmetric"
+    np.testing.assert_array_equal(np.asarray(model.encode_query_tokens(ids, mask)),
+                                  np.asarray(model.encode_documents(ids, mask)))
+
+
+def test_bad_query_route_arguments(parts):
+    query = StaticQueryEmbedding(parts.query_weights)
+    with pytest.raises(ValueError, match="not both"):
+        SpladeModel(parts.mlm, query, query_mlm=parts.mlm)
+    with pytest.raises(ValueError, match="apply only with a query MLM"):
+        SpladeModel(parts.mlm, None, query_activation="relu")
+    with pytest.raises(ValueError, match=r"activation_function must be one of .*got 'gelu'"):
+        SpladeModel(parts.mlm, None, query_mlm=parts.mlm, query_activation="gelu")
+    with pytest.raises(TypeError):
+        SpladeModel(parts.mlm, None, query_mlm=object())

@@ -61,6 +61,31 @@ def test_steps_match_single_device(mesh_spec, single_device):
     _close(ref_metrics, metrics, ref_params, host_params(state))
 
 
+def test_an_asymmetric_model_on_a_mesh_matches_single_device():
+    """A query MLM of its own (``query_mlm.*``, sharded by the backbone's rules like ``mlm.*``): three steps on
+    a 2×2×2 mesh against three on one device. Looser than the inference-free test, for a measured reason:
+    MLM query vectors are dense, so every score is a sum over 30,522 dimensions whose order differs when the
+    vocabulary is split over ``tensor`` (inference-free queries have ≤ 8 non-zeros: exact in any order).
+    Measured: loss terms and grad norm ≤ 1.5e-5 relative; parameters ≤ 1.3e-4 of the tensor's largest entry
+    (AdamW's first updates turn the float noise in near-zero gradients into lr-sized steps). A missing
+    gradient reduction or a wrong sharding moves them by orders of magnitude more."""
+    state, fn, place, _ = runner(None, shape="asymmetric")
+    state, ref_metrics = run_steps(state, fn, place, 0, 3)
+    ref_params = host_params(state)
+    assert any(k.startswith("query_mlm.") for k in ref_params) and "query.weight" not in ref_params
+    state, fn, place, mesh = runner("data=2,fsdp=2,tensor=2", shape="asymmetric")
+    word = state["params"]["query_mlm"]["embeddings"]["word"]["embedding"]
+    assert word.sharding.spec == state["params"]["mlm"]["embeddings"]["word"]["embedding"].sharding.spec
+    state, metrics = run_steps(state, fn, place, 0, 3)
+    for a, b in zip(ref_metrics, metrics):
+        for k in ("base_loss", "document_regularizer_loss", "query_regularizer_loss", "total", "grad_norm"):
+            assert abs(a[k] - b[k]) <= 3e-5 * max(abs(a[k]), 1e-12), (k, a[k], b[k])
+    got = host_params(state)
+    assert set(got) == set(ref_params)
+    for k, v in ref_params.items():
+        assert np.abs(got[k] - v).max() <= 3e-4 * np.abs(v).max(), k
+
+
 def test_remat_on_a_mesh_matches_single_device(single_device):
     """Per-layer remat stacks the (fsdp/tensor-sharded) layer weights inside the step: same result."""
     ref_metrics, ref_params = single_device
