@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """jsplade vs sentence-transformers (PyTorch) on the same machine, same random v3-gte-shaped weights.
 
-    python bench/run_benchmarks.py                  # all four figures, results in runs/bench/results.json
+    python bench/run_benchmarks.py                  # (g), (b), (c), (a), (d); results in runs/bench/results.json
+    python bench/run_benchmarks.py --only e,f       # the BERT-family figures (not in the default set)
     python bench/run_benchmarks.py --only a,c       # a subset
     python bench/run_benchmarks.py --layers 2       # a quick smoke run (not comparable)
 
@@ -10,9 +11,16 @@ Figures (each measurement runs in its own process, so peak memory is that of the
   (b) one training step, 16 (query, document) pairs at 256 tokens: seconds/step
   (c) encoding one 8192-token document: seconds and peak memory above the loaded model
   (d) a training step with 8192-token documents: the largest batch each side can run, its time and peak memory
+  (e) (a) with a DistilBERT-base inference-free model (the doc-v3-distill shape, written by
+      sentence-transformers over a seeded random DistilBertForMaskedLM): documents/s, peak memory, and the two
+      sides' vectors of the first 16 documents compared
+  (f) peak memory of encoding one 512-token document and a batch of 8 with an XLM-RoBERTa-base MLM
+      (250,002-token vocabulary), jsplade's fused head against transformers' XLMRobertaForMaskedLM + the
+      sentence-transformers SpladePooling module; both again at the 30,522-token vocabulary. Its steady
+      state is a third call after malloc_trim (``f_measure``); jsplade adds XLA's buffer plan (temp bytes)
   (g) context: the model's float32 products one at a time, XLA:CPU against torch; with (a), the rate
       (a)'s 1.5× target would need ("a_float32_ceiling")
-Both sides run float32; both are also measured in bfloat16 for (a) and (c).
+Both sides run float32; both are also measured in bfloat16 for (a), (c) and (e).
 Peak memory = the kernel's high-water mark of the resident set (VmHWM, reset when the measurement starts)
 minus the RSS at that moment (the loaded model and framework are excluded).
 """
@@ -33,6 +41,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_data import limit_documents, long_text, model_flops_per_token  # noqa: E402
 MODEL_DIR = REPO / "runs" / "bench" / "model"
+DISTILBERT_DIR = REPO / "runs" / "bench" / "model_distilbert"  # (e)
+VECTORS_DIR = REPO / "runs" / "bench" / "vectors"  # (e), (f): each side's vectors, compared by the orchestrator
+E_AGREE_DOCS = 16
+F_LENGTH = 512
+F_VOCABS = (250002, 30522)
+F_BATCHES = (1, 8)
+
+
+def xlmr_dir(vocab: int) -> Path:
+    """(f)'s XLM-RoBERTa-base MLM folder with a ``vocab``-token vocabulary."""
+    return REPO / "runs" / "bench" / f"model_xlmr_v{vocab}"
+
+
+def vectors_path(task: str, side: str, dtype: str = "float32", vocab: int = 0, batch: int = 0) -> Path:
+    return VECTORS_DIR / f"{task}_{side}_{dtype}_v{vocab}_b{batch}.npy"
+
+
+def max_rel(actual, expected) -> float:
+    """max |actual − expected| / max |expected| (relative to the vectors' scale)."""
+    import numpy as np
+
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 # XLA:CPU's default scheduler runs independent operations side by side and keeps their buffers alive
 # together: an 8192-token encode needs 836 MB of temporaries with it, 224 MB without, at the same speed.
 JSPLADE_XLA_FLAGS = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
@@ -95,15 +126,17 @@ def pairs(n: int) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- workers
-def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
+def worker_jsplade(task: str, batch: int, dtype: str = "float32", vocab: int = 0) -> dict:
     import jax
     import numpy as np
 
     from jsplade import SparseEncoder
 
-    enc = SparseEncoder.from_pretrained(MODEL_DIR)
+    if task == "f":
+        return worker_jsplade_f(batch, vocab)
+    enc = SparseEncoder.from_pretrained(DISTILBERT_DIR if task == "e" else MODEL_DIR)
     enc.model.mlm.with_compute(dtype=dtype)  # bfloat16: bf16 matmuls, float32 weights/softmax/norms
-    if task == "a":
+    if task in ("a", "e"):
         docs = limit_documents(2000)
         enc.encode_document(docs[:256], batch_size=32)  # compile the shapes the corpus uses
         t = time.perf_counter()
@@ -111,8 +144,13 @@ def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
             enc.encode_document(docs, batch_size=32)
         dt = time.perf_counter() - t
         lengths = [len(ids) for ids in enc.document_tokenizer.encode_documents(docs, enc.max_seq_length)[0]]
-        return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20,
-                "tokens": sum(lengths), "model_tflop": sum(n * model_flops_per_token(n) for n in lengths) / 1e12}
+        out = {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20,
+               "tokens": sum(lengths)}
+        if task == "a":
+            out["model_tflop"] = sum(n * model_flops_per_token(n) for n in lengths) / 1e12
+        else:  # after the measurement: the vectors of the first documents, for the orchestrator to compare
+            _save_vectors(vectors_path("e", "jsplade", dtype), enc.encode_document(docs[:E_AGREE_DOCS], dense=True))
+        return out
     if task == "c":
         text = long_text(12000)
         loaded = _rss()
@@ -161,21 +199,126 @@ def worker_jsplade(task: str, batch: int, dtype: str = "float32") -> dict:
             "batch": batch}
 
 
-def worker_st(task: str, batch: int, dtype: str) -> dict:
+def _save_vectors(path: Path, vectors) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(vectors, np.float32))
+
+
+def f_inputs(batch: int, vocab: int):
+    """(f)'s input: ``batch`` documents of ``F_LENGTH`` real tokens (no padding): <s>, seeded random ids of
+    the vocabulary (specials and <mask> left out), </s>; and their all-ones attention mask. int32."""
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(4, vocab - 1, size=(batch, F_LENGTH)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids, np.ones_like(ids)
+
+
+def _malloc_trim() -> None:
+    """Hand the heap memory glibc keeps after frees back to the kernel (``malloc_trim(0)``), so that a call
+    reusing it shows up in the resident set again."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def f_measure(call) -> dict:
+    """(f)'s three calls of ``call`` (which returns the vectors as numpy): the first (compilation, first
+    allocations, weights faulted in), the second as (c) measures it (the memory the first call freed and
+    the allocator kept is reused unseen, so this is a lower bound), and a third after ``_malloc_trim`` —
+    the steady-state figure: every buffer it needs is faulted in afresh and counted."""
+    loaded = _rss()
+    t = time.perf_counter()
+    call()
+    out = {"first_call_seconds": time.perf_counter() - t, "first_peak_mb": (_hwm() - loaded) / 2**20,
+           "loaded_rss_mb": loaded / 2**20}
+    t = time.perf_counter()
+    with PeakMemory() as mem:
+        call()
+    out.update(seconds=time.perf_counter() - t, steady_untrimmed_peak_mb=mem.peak_above_start / 2**20)
+    _malloc_trim()
+    t = time.perf_counter()
+    with PeakMemory() as mem:
+        vectors = call()
+    out.update(trimmed_seconds=time.perf_counter() - t, steady_peak_mb=mem.peak_above_start / 2**20,
+               trimmed_start_rss_mb=mem.start / 2**20)
+    return out, vectors
+
+
+def worker_jsplade_f(batch: int, vocab: int) -> dict:
+    """(f) jsplade: ``SpladeModel.encode_documents`` of the loaded MLM (max pooling, log1p_relu) through the
+    fused head, jit-compiled; the first call compiles, the second is the steady state."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jsplade import load_mlm
+    from jsplade.splade.model import SpladeModel
+
+    mlm = load_mlm(xlmr_dir(vocab))
+    assert mlm.compute.head == "fused" and mlm.compute.dtype == "float32", mlm.compute
+    model = SpladeModel(mlm, None, "max", "log1p_relu")
+    graphdef, state = nnx.split(model)
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    pool = jax.jit(lambda st, ids, mask: nnx.merge(graphdef, st).encode_documents(ids, mask))
+    ids, mask = f_inputs(batch, vocab)
+    out, vectors = f_measure(lambda: np.asarray(jax.block_until_ready(pool(state, ids, mask))))
+    _save_vectors(vectors_path("f", "jsplade", "float32", vocab, batch), vectors)
+    # XLA's own account of the compiled program's buffers (after the measurements: compiling again costs memory)
+    analysis = pool.lower(state, ids, mask).compile().memory_analysis()
+    out["xla_temp_mb"] = analysis.temp_size_in_bytes / 2**20
+    out["xla_output_mb"] = analysis.output_size_in_bytes / 2**20
+    return {**out, "parameters": params, "weights_mb": params * 4 / 2**20, "vocab": vocab, "batch": batch,
+            "length": F_LENGTH}
+
+
+def worker_reference_f(batch: int, vocab: int) -> dict:
+    """(f) the reference: transformers' XLMRobertaForMaskedLM forward (what sentence-transformers'
+    MLMTransformer runs: its logits become the features' token_embeddings) and sentence-transformers' own
+    SpladePooling("max", "log1p_relu") module on them, eval mode, under inference_mode."""
+    import torch
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+    from transformers import XLMRobertaForMaskedLM
+
+    model = XLMRobertaForMaskedLM.from_pretrained(str(xlmr_dir(vocab)), dtype=torch.float32).eval()
+    pooling = SpladePooling("max", activation_function="log1p_relu").eval()
+    params = sum(p.numel() for p in model.parameters())  # the tied decoder weight counted once
+    ids, mask = (torch.from_numpy(a.astype("int64")) for a in f_inputs(batch, vocab))
+
+    def encode():
+        with torch.inference_mode():
+            features = {"input_ids": ids, "attention_mask": mask}
+            features["token_embeddings"] = model(input_ids=ids, attention_mask=mask).logits
+            return pooling(features)["sentence_embedding"]
+
+    out, vectors = f_measure(lambda: encode().numpy())
+    _save_vectors(vectors_path("f", "st", "float32", vocab, batch), vectors)
+    return {**out, "parameters": params, "weights_mb": params * 4 / 2**20,
+            "logits_mb": batch * F_LENGTH * vocab * 4 / 2**20, "vocab": vocab, "batch": batch, "length": F_LENGTH}
+
+
+def worker_st(task: str, batch: int, dtype: str, vocab: int = 0) -> dict:
     import torch
 
     torch.manual_seed(0)
+    if task == "f":
+        return worker_reference_f(batch, vocab)
     from sentence_transformers import SparseEncoder as STEncoder
 
     kwargs = {"model_kwargs": {"dtype": torch.bfloat16}} if dtype == "bfloat16" else {}
-    st = STEncoder(str(MODEL_DIR), device="cpu", **kwargs)
-    if task == "a":
+    st = STEncoder(str(DISTILBERT_DIR if task == "e" else MODEL_DIR), device="cpu", **kwargs)
+    if task in ("a", "e"):
         docs = limit_documents(2000)
         st.encode_document(docs[:64], batch_size=32)
         t = time.perf_counter()
         with PeakMemory() as mem:
             st.encode_document(docs, batch_size=32)
         dt = time.perf_counter() - t
+        if task == "e":
+            dense = st.encode_document(docs[:E_AGREE_DOCS], convert_to_tensor=True, convert_to_sparse_tensor=False)
+            _save_vectors(vectors_path("e", "st", dtype), dense.float().numpy())
         return {"docs_per_s": len(docs) / dt, "seconds": dt, "peak_mb": mem.peak_above_start / 2**20}
     if task == "c":
         text = long_text(12000)
@@ -292,8 +435,62 @@ def a_ceiling(results: dict) -> dict | None:
 
 
 # --------------------------------------------------------------------------- orchestration
-def run_worker(side: str, task: str, batch: int, dtype: str = "float32", timeout: int = 3600) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--task", task, "--batch", str(batch), "--dtype", dtype]
+def _clear_vectors(*paths: Path) -> None:
+    for path in paths:  # a worker that fails must not leave an earlier run's vectors to be compared
+        path.unlink(missing_ok=True)
+
+
+def _load_vectors(path: Path):
+    import numpy as np
+
+    return np.load(path) if path.exists() else None
+
+
+def compare_vectors(ours, reference) -> dict:
+    """max |Δ| / max |reference| over all rows, the worst row's own figure, and where the two sides'
+    nonzero entries differ."""
+    import numpy as np
+
+    rows = [max_rel(a, b) for a, b in zip(ours, reference)]
+    return {"rows": len(rows), "max_rel": max_rel(ours, reference), "worst_row_max_rel": max(rows),
+            "nonzero_per_row_jsplade": float(np.mean((ours > 0).sum(1))),
+            "nonzero_per_row_reference": float(np.mean((reference > 0).sum(1))),
+            "support_mismatches": int(((ours > 0) != (reference > 0)).sum())}
+
+
+def e_agreement() -> dict:
+    """(e): jsplade's vectors of the first ``E_AGREE_DOCS`` documents against sentence-transformers', per
+    dtype, from the workers' files."""
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        ours, ref = (_load_vectors(vectors_path("e", side, dtype)) for side in ("jsplade", "st"))
+        out[dtype] = compare_vectors(ours, ref) if ours is not None and ref is not None else {"missing": True}
+    return out
+
+
+def run_f() -> dict:
+    """(f): each side at each vocabulary and batch in its own process; the two sides' vectors compared."""
+    out: dict = {}
+    for vocab in F_VOCABS:
+        for batch in F_BATCHES:
+            key = f"v{vocab}_b{batch}"
+            _clear_vectors(*(vectors_path("f", side, "float32", vocab, batch) for side in ("jsplade", "st")))
+            out[key] = {side: run_worker(side, "f", batch, vocab=vocab) for side in ("jsplade", "st")}
+            ours, ref = (_load_vectors(vectors_path("f", side, "float32", vocab, batch)) for side in ("jsplade", "st"))
+            if ours is not None and ref is not None:
+                out[key]["agreement"] = compare_vectors(ours, ref)
+            print(f"(f) {key}: {out[key]}", flush=True)
+    js = {k: v["jsplade"].get("steady_peak_mb") for k, v in out.items()}
+    for batch in F_BATCHES:
+        big, small = js.get(f"v{F_VOCABS[0]}_b{batch}"), js.get(f"v{F_VOCABS[1]}_b{batch}")
+        if big is not None and small is not None:
+            out[f"jsplade_steady_peak_growth_mb_b{batch}"] = big - small
+    return out
+
+
+def run_worker(side: str, task: str, batch: int, dtype: str = "float32", timeout: int = 3600, vocab: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--worker", side, "--task", task, "--batch", str(batch), "--dtype", dtype,
+           "--vocab", str(vocab)]
     env = dict(os.environ)
     if side == "jsplade":  # the setting README recommends for jsplade on CPUs (see JSPLADE_XLA_FLAGS)
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + JSPLADE_XLA_FLAGS).strip()
@@ -317,32 +514,48 @@ def main() -> int:
     ap.add_argument("--task")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--vocab", type=int, default=0, help="(f) worker: the vocabulary size of the model")
     args = ap.parse_args()
     if args.worker:
         if args.task == "g":
             out = worker_gemm()
         else:
-            out = worker_jsplade(args.task, args.batch, args.dtype) if args.worker == "jsplade" else \
-                worker_st(args.task, args.batch, args.dtype)
+            out = worker_jsplade(args.task, args.batch, args.dtype, args.vocab) if args.worker == "jsplade" else \
+                worker_st(args.task, args.batch, args.dtype, args.vocab)
         print(json.dumps(out))
         return 0
 
-    from bench_model import build_bench_model
+    from bench_model import build_bench_model, build_distilbert_bench_model, build_xlmr_mlm
 
-    build_bench_model(MODEL_DIR, num_layers=args.layers)
+    tasks = args.only.split(",")
+    if set(tasks) & {"a", "b", "c", "d"}:
+        build_bench_model(MODEL_DIR, num_layers=args.layers)
+    if "e" in tasks:
+        build_distilbert_bench_model(DISTILBERT_DIR, num_layers=min(args.layers, 6))
+    if "f" in tasks:
+        for vocab in F_VOCABS:
+            build_xlmr_mlm(xlmr_dir(vocab), num_layers=args.layers, vocab_size=vocab)
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "layers": args.layers,
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                                 f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
                      "command": " ".join(sys.argv)}
-    tasks = args.only.split(",")
+    results["loadavg"] = {}  # 1, 5 and 15-minute load averages around each task (other work on the machine)
     for task in tasks:
-        if task in ("a", "c"):
+        load_before = os.getloadavg()
+        if task in ("a", "c", "e"):
+            if task == "e":
+                _clear_vectors(*(vectors_path("e", side, dtype) for side in ("jsplade", "st")
+                                 for dtype in ("float32", "bfloat16")))
             results[task] = {
                 "jsplade": run_worker("jsplade", task, 1),
                 "jsplade_bfloat16": run_worker("jsplade", task, 1, "bfloat16"),
                 "st_float32": run_worker("st", task, 1, "float32"),
                 "st_bfloat16": run_worker("st", task, 1, "bfloat16"),
             }
+            if task == "e":
+                results["e"]["agreement"] = e_agreement()
+        elif task == "f":
+            results["f"] = run_f()
         elif task == "g":
             results["g"] = run_worker("jsplade", "g", 1)
         elif task == "b":
@@ -360,6 +573,7 @@ def main() -> int:
                 fitted = [r["batch"] for r in attempts if not r.get("failed")]
                 found[side] = {"largest_batch": max(fitted, default=0), "attempts": attempts}
             results["d"] = found
+        results["loadavg"][task] = {"before": load_before, "after": os.getloadavg()}
         ceiling = a_ceiling(results)
         if ceiling:
             results["a_float32_ceiling"] = ceiling
