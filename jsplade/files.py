@@ -109,6 +109,21 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise ValueError(f"{path}: malformed JSON in {what} ({exc})") from None
 
 
+def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
+    """The lines of a text file read in text mode ('\\n', '\\r\\n' and '\\r' end a line, as Python's and
+    transformers' readers have it), without the empty string after a final line end. Non-UTF-8 bytes raise
+    ``ValueError`` naming the path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def read_json_object(path: str | Path, what: str = "JSON file") -> dict[str, Any]:
     """``read_json`` for files that must hold a JSON object; anything else is a ``ValueError``."""
     obj = read_json(path, what)

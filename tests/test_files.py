@@ -10,7 +10,7 @@ import pytest
 
 from jsplade import files as files_module
 from jsplade.files import (atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
-                              read_json_object)
+                              read_json_object, read_lines)
 
 
 def _umask() -> int:
@@ -182,3 +182,16 @@ def test_atomic_directory_refuses_to_replace_a_file(tmp_path):
         with atomic_directory(dst, overwrite=True):
             pass
     assert dst.read_text() == "a file"
+
+
+def test_read_lines_splits_on_newlines_only(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a\tb\r\nc\n\nd\n")
+    assert read_lines(path) == ["a\tb", "c", "", "d"]  # text mode: \r\n ends a line; inner empty kept, no final ""
+    path.write_bytes(b"x")
+    assert read_lines(path) == ["x"]
+    path.write_bytes("\ufeffy\n".encode("utf-8"))
+    assert read_lines(path, encoding="utf-8-sig") == ["y"] and read_lines(path) == ["\ufeffy"]
+    path.write_bytes(b"\xff\n")
+    with pytest.raises(ValueError, match=r"t\.txt: not UTF-8 text"):
+        read_lines(path)

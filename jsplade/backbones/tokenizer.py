@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from jsplade.files import atomic_write_bytes, atomic_write_json, read_json_object
+from jsplade.files import atomic_write_bytes, atomic_write_json, read_json_object, read_lines
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
@@ -128,14 +128,8 @@ def _model_max_length(config: dict, path: Path) -> int | None:
 
 
 def _read_vocab_txt(path: Path) -> dict[str, int]:
-    """One token a line, id = line number (the transformers ``vocab.txt`` rule; only '\\n' ends a line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    """One token a line, id = line number (the transformers ``vocab.txt`` rule, text-mode line ends)."""
+    lines = read_lines(path)
     vocab: dict[str, int] = {}
     for i, token in enumerate(lines):
         if token in vocab:

@@ -31,13 +31,12 @@ from jsplade.backbones.tokenizer import WordPieceTokenizer, document_max_length
 from jsplade.checkpoints.hf_folder import load_mlm
 from jsplade.checkpoints.orbax_dir import (META_FILE, STEPS_DIR, TEMPLATE_DIR, CheckpointSteps, read_meta,
                                            to_numpy_flat)
-from jsplade.checkpoints.st_format import (ACTIVATIONS, POOLING_STRATEGIES, read_query_weights,
+from jsplade.checkpoints.st_format import (ACTIVATIONS, POOLING_STRATEGIES, SHAPES, read_query_weights,
                                            read_sparse_encoder_dir, resolve_model_path)
 
 QUERY_PARAM = "query.weight"
 MLM_PREFIX = "mlm."
 QUERY_MLM_PREFIX = "query_mlm."
-SHAPES = ("inference_free", "symmetric", "asymmetric")
 
 
 @dataclass
@@ -141,8 +140,7 @@ def read_sparse_encoder(path_or_hub_id: str | Path, *, compute: ComputeOptions |
         query_folder, query_tok, weights = spec.document.folder, doc_tok, None
     else:
         query_folder = spec.query.folder
-        # A bare OpenSearch folder is its own query module: the query tokenizer is the document tokenizer.
-        query_tok = doc_tok if query_folder == spec.document.folder else _query_tokenizer(query_folder, doc_tok)
+        query_tok = _query_tokenizer(query_folder, doc_tok, spec.document.folder)
         weights = read_query_weights(spec.query, query_tok.get_vocab())
     _check_sizes(mlm.config.vocab_size, spec.document.folder / "config.json", doc_tok.vocab_size,
                  spec.document.folder, None if weights is None else len(weights), spec.query)
@@ -212,7 +210,7 @@ def read_checkpoint(run_dir: str | Path, step: int | None = None, *,
     template = run_dir / TEMPLATE_DIR
     doc_folder, query_folder = template_folders(template)
     doc_tok = WordPieceTokenizer.from_dir(doc_folder)
-    query_tok = _query_tokenizer(query_folder, doc_tok)
+    query_tok = _query_tokenizer(query_folder, doc_tok, doc_folder)
 
     shape = _meta_shape(meta, meta_path)
     asymmetric = _meta_query_mlm(meta, meta_path) if shape == "asymmetric" else {}
@@ -249,10 +247,11 @@ def _build_mlm(config, params: dict[str, np.ndarray], prefix: str, compute, step
                          f"{meta_path} (key {key!r}): {exc}") from None
 
 
-def _query_tokenizer(query_folder: Path, doc_tok: WordPieceTokenizer) -> WordPieceTokenizer:
-    """The query module's own tokenizer; the document tokenizer where the query folder has no tokenizer
-    files (it is the same tokenizer in every published model). Damaged files are an error naming them."""
-    if any((query_folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+def _query_tokenizer(query_folder: Path, doc_tok: WordPieceTokenizer, doc_folder: Path) -> WordPieceTokenizer:
+    """The query module's own tokenizer; the document tokenizer where the query module lives in the document
+    folder (a symmetric model, a bare OpenSearch folder) or its folder has no tokenizer files (it is the same
+    tokenizer in every published model). Damaged files are an error naming them."""
+    if query_folder != doc_folder and any((query_folder / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         return WordPieceTokenizer.from_dir(query_folder)
     return doc_tok
 

@@ -141,11 +141,9 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
         "config_sentence_transformers.json": _json(_st_config(parts), 2),
         "router_config.json": _json(_router_config(doc_module), 4),
         f"{QUERY_MODULE}/config.json": _json({"frozen": False}, 4),
-        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
-                                                "activation_function": parts.activation,
-                                                "word_embedding_dimension": vocab}, 4),
+        f"{POOLING_MODULE}/config.json": _pooling_json(parts.pooling_strategy, parts.activation, vocab),
     }
-    sbert = _json({"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4)
+    sbert = _sbert_json(parts.max_seq_length)
     if layout == "st":
         texts[f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json"] = sbert
     else:
@@ -182,21 +180,18 @@ def _write_symmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: boo
     """A symmetric SPLADE directory: [MLMTransformer (root), SpladePooling (1_SpladePooling/)]."""
     mlm, config = parts.mlm, parts.mlm.config
     family = backbone_of(mlm)
-    sizes = {"config vocab_size": config.vocab_size, "document tokenizer": parts.document_tokenizer.vocab_size,
-             "query tokenizer": parts.query_tokenizer.vocab_size}
-    if len(set(sizes.values())) != 1:
-        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-                         + "; all must be equal")
+    _check_equal_sizes({"config vocab_size": config.vocab_size,
+                        "document tokenizer": parts.document_tokenizer.vocab_size,
+                        "query tokenizer": parts.query_tokenizer.vocab_size})
     config.to_hf_dict(naming)  # raises ConfigError now if the naming cannot express this config
     n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
     texts = {
         "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": MLM_TYPE},
                                {"idx": 1, "name": "1", "path": SYMMETRIC_POOLING_MODULE, "type": POOLING_TYPE}], 2),
         "config_sentence_transformers.json": _json(_st_config(parts), 2),
-        "sentence_bert_config.json": _json({"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4),
-        f"{SYMMETRIC_POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
-                                                          "activation_function": parts.activation,
-                                                          "word_embedding_dimension": config.vocab_size}, 4),
+        "sentence_bert_config.json": _sbert_json(parts.max_seq_length),
+        f"{SYMMETRIC_POOLING_MODULE}/config.json": _pooling_json(parts.pooling_strategy, parts.activation,
+                                                                 config.vocab_size),
         "README.md": _model_card(parts, dst.name, "st", naming, n_doc_params, metrics),
     }
     counter = _ByteCounter(progress, n_doc_params * 4)
@@ -222,38 +217,25 @@ def _write_asymmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: bo
         query_naming = query_family.check_naming(naming, query_mlm.config)
     except ValueError:
         query_naming = query_family.check_naming(None, query_mlm.config)
-    sizes = {"document config vocab_size": mlm.config.vocab_size, "query config vocab_size": query_mlm.config.vocab_size,
-             "document tokenizer": parts.document_tokenizer.vocab_size,
-             "query tokenizer": parts.query_tokenizer.vocab_size}
-    if len(set(sizes.values())) != 1:
-        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-                         + "; all must be equal")
+    _check_equal_sizes({"document config vocab_size": mlm.config.vocab_size,
+                        "query config vocab_size": query_mlm.config.vocab_size,
+                        "document tokenizer": parts.document_tokenizer.vocab_size,
+                        "query tokenizer": parts.query_tokenizer.vocab_size})
     mlm.config.to_hf_dict(naming)  # raises ConfigError now if a naming cannot express its config
     query_mlm.config.to_hf_dict(query_naming)
     q_strategy, q_activation = parts.query_pooling
     n_doc = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
     n_query = sum(int(np.prod(v.shape)) for v in flat_params(query_mlm).values())
     vocab = mlm.config.vocab_size
-    router = {
-        "types": {QUERY_MLM_MODULE: MLM_TYPE, QUERY_POOLING_MODULE: POOLING_TYPE, ST_DOCUMENT_MODULE: MLM_TYPE,
-                  POOLING_MODULE: POOLING_TYPE},
-        "structure": {"query": [QUERY_MLM_MODULE, QUERY_POOLING_MODULE],
-                      "document": [ST_DOCUMENT_MODULE, POOLING_MODULE]},
-        "parameters": {"default_route": "document", "allow_empty_key": True},
-    }
     texts = {
         "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}], 2),
         "config_sentence_transformers.json": _json(_st_config(parts), 2),
-        "router_config.json": _json(router, 4),
-        f"{QUERY_MLM_MODULE}/sentence_bert_config.json": _json(
-            {"max_seq_length": int(parts.query_max_seq_length or parts.max_seq_length), "do_lower_case": False}, 4),
-        f"{QUERY_POOLING_MODULE}/config.json": _json({"pooling_strategy": q_strategy, "activation_function": q_activation,
-                                                      "word_embedding_dimension": vocab}, 4),
-        f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json": _json(
-            {"max_seq_length": int(parts.max_seq_length), "do_lower_case": False}, 4),
-        f"{POOLING_MODULE}/config.json": _json({"pooling_strategy": parts.pooling_strategy,
-                                                "activation_function": parts.activation,
-                                                "word_embedding_dimension": vocab}, 4),
+        "router_config.json": _json(_router_config(ST_DOCUMENT_MODULE, {QUERY_MLM_MODULE: MLM_TYPE,
+                                                                         QUERY_POOLING_MODULE: POOLING_TYPE}), 4),
+        f"{QUERY_MLM_MODULE}/sentence_bert_config.json": _sbert_json(parts.query_max_seq_length or parts.max_seq_length),
+        f"{QUERY_POOLING_MODULE}/config.json": _pooling_json(q_strategy, q_activation, vocab),
+        f"{ST_DOCUMENT_MODULE}/sentence_bert_config.json": _sbert_json(parts.max_seq_length),
+        f"{POOLING_MODULE}/config.json": _pooling_json(parts.pooling_strategy, parts.activation, vocab),
         "README.md": _model_card(parts, dst.name, "st", naming, n_doc, metrics, n_query),
     }
     counter = _ByteCounter(progress, (n_doc + n_query) * 4)
@@ -372,11 +354,8 @@ def refuse_existing(dst: Path, overwrite: bool, src: Path | None = None) -> None
 
 def _check_vocab(config: BackboneConfig, weight_V: np.ndarray, doc_tok: WordPieceTokenizer,
                  query_tok: WordPieceTokenizer) -> None:
-    sizes = {"config vocab_size": config.vocab_size, "static query weight": int(weight_V.shape[0]),
-             "document tokenizer": doc_tok.vocab_size, "query tokenizer": query_tok.vocab_size}
-    if len(set(sizes.values())) != 1:
-        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-                         + "; all must be equal")
+    _check_equal_sizes({"config vocab_size": config.vocab_size, "static query weight": int(weight_V.shape[0]),
+                        "document tokenizer": doc_tok.vocab_size, "query tokenizer": query_tok.vocab_size})
     if weight_V.ndim != 1 or not np.all(np.isfinite(weight_V)):
         raise ValueError("the static query weight must be a finite 1-D vector")
 
@@ -413,10 +392,29 @@ def _st_config(parts: EncoderParts) -> dict[str, Any]:
     return out
 
 
-def _router_config(doc_module: str) -> dict[str, Any]:
+def _check_equal_sizes(sizes: Mapping[str, int]) -> None:
+    """A ValueError listing every vocabulary size unless they are all equal."""
+    if len(set(sizes.values())) != 1:
+        raise ValueError("vocabulary sizes disagree: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                         + "; all must be equal")
+
+
+def _pooling_json(strategy: str, activation: str, vocab: int) -> str:
+    return _json({"pooling_strategy": strategy, "activation_function": activation,
+                  "word_embedding_dimension": vocab}, 4)
+
+
+def _sbert_json(max_seq_length: int) -> str:
+    return _json({"max_seq_length": int(max_seq_length), "do_lower_case": False}, 4)
+
+
+def _router_config(doc_module: str, query_types: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Router config: ``query_types`` = the query route's module ids → types, in route order (default:
+    the static query weights), then the document route [``doc_module``, its SpladePooling]."""
+    query_types = dict(query_types or {QUERY_MODULE: STATIC_TYPE})
     return {
-        "types": {QUERY_MODULE: STATIC_TYPE, doc_module: MLM_TYPE, POOLING_MODULE: POOLING_TYPE},
-        "structure": {"query": [QUERY_MODULE], "document": [doc_module, POOLING_MODULE]},
+        "types": {**query_types, doc_module: MLM_TYPE, POOLING_MODULE: POOLING_TYPE},
+        "structure": {"query": list(query_types), "document": [doc_module, POOLING_MODULE]},
         "parameters": {"default_route": "document", "allow_empty_key": True},
     }
 

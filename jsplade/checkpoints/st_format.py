@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from jsplade.files import read_json, read_json_object
+from jsplade.files import read_json, read_json_object, read_lines
 from jsplade.checkpoints.safetensors_io import read_header, read_safetensors
 
 logger = logging.getLogger("jsplade")
@@ -108,13 +108,15 @@ class QueryModuleSpec:
     set when the module config has a ``path`` ending in ``.json`` (an idf-style token → weight map),
     which sentence-transformers then uses instead of the safetensors file. For a bare OpenSearch folder
     (layout ``"opensearch_bare"``) ``folder`` is the root, ``weight_file`` is None, ``json_weights_file``
-    its ``idf.json`` and ``txt_weights_file`` its ``query_token_weights.txt`` (either may be None, not both).
+    its ``idf.json`` and ``txt_weights_file`` its ``query_token_weights.txt`` (either may be None, not both),
+    and ``opensearch_bare`` is set: its tables follow the stricter bare-folder rules.
     """
     folder: Path
     frozen: bool
     weight_file: Path | None
     json_weights_file: Path | None
     txt_weights_file: Path | None = None
+    opensearch_bare: bool = False
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,8 @@ def _read_opensearch_bare(root: Path) -> SparseEncoderSpec:
     tables, the document tokenizer). The dialect is reported as "st5" (the folder has none of its own)."""
     idf, txt = _opensearch_bare_files(root)
     document = _read_document_module(root, "mlm")
-    query = QueryModuleSpec(folder=root, frozen=False, weight_file=None, json_weights_file=idf, txt_weights_file=txt)
+    query = QueryModuleSpec(folder=root, frozen=False, weight_file=None, json_weights_file=idf, txt_weights_file=txt,
+                            opensearch_bare=True)
     return SparseEncoderSpec(root=root, layout="opensearch_bare", dialect=_ST5, query=query, document=document,
                              pooling=PoolingSpec("max", "relu", None), **_read_st_config(root / ST_CONFIG_FILE))
 
@@ -430,7 +433,7 @@ def read_query_weights(spec: QueryModuleSpec, tokenizer_vocab: dict[str, int] | 
     (``_weights_from_opensearch_bare``): ids not listed get 0, a token outside ``tokenizer_vocab`` is an
     error, and two tables must agree.
     """
-    if _is_opensearch_bare_query(spec):
+    if spec.opensearch_bare:
         return _weights_from_opensearch_bare(spec, tokenizer_vocab)
     if spec.json_weights_file is not None:
         return _weights_from_json(spec.json_weights_file, tokenizer_vocab, unk_token)
@@ -455,14 +458,11 @@ def _weights_from_json(path: Path, vocab: dict[str, int] | None, unk_token: str)
     if vocab is None:
         raise ValueError(f"{path}: JSON query weights need the tokenizer vocabulary (pass tokenizer_vocab)")
     table = read_json_object(path, "token weight map")
-    size = len(vocab)
-    if size == 0 or max(vocab.values()) >= size or min(vocab.values()) < 0:
-        raise ValueError(f"{path}: the tokenizer vocabulary ids must be 0..{size - 1}")
+    size = _check_vocab_ids(vocab, path)
     out = np.zeros(size, np.float32)
     unknown = []
     for token, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{path}: weight of token {token!r} must be a finite number, got {value!r}")
+        _check_json_weight(value, token, path)
         idx = vocab.get(token)
         if idx is None:
             idx = vocab.get(unk_token)
@@ -477,22 +477,20 @@ def _weights_from_json(path: Path, vocab: dict[str, int] | None, unk_token: str)
 
 
 
+def _check_vocab_ids(vocab: dict[str, int], path: Path) -> int:
+    """The vocabulary size; a ValueError naming ``path`` (the table read with it) unless the ids are 0..V-1."""
+    size = len(vocab)
+    if size == 0 or max(vocab.values()) >= size or min(vocab.values()) < 0:
+        raise ValueError(f"{path}: the tokenizer vocabulary ids must be 0..{size - 1}")
+    return size
+
+
+def _check_json_weight(value: Any, token: str, path: Path) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: weight of token {token!r} must be a finite number, got {value!r}")
+
+
 # ----------------------------------------------------------------------------- bare OpenSearch weight tables
-def _is_opensearch_bare_query(spec: QueryModuleSpec) -> bool:
-    """Whether ``spec`` is a bare OpenSearch folder's query module (``_read_opensearch_bare``) rather than a
-    SparseStaticEmbedding: it names a ``query_token_weights.txt``, or its ``idf.json`` sits in a bare folder
-    root whose ``config.json`` (the model config) has no ``path`` key (a SparseStaticEmbedding's JSON
-    weights always come from its config's ``path``)."""
-    if spec.txt_weights_file is not None:
-        return True
-    idf = spec.json_weights_file
-    if idf is None or spec.weight_file is not None or idf != spec.folder / IDF_FILE:
-        return False
-    if _opensearch_bare_files(spec.folder) is None:
-        return False
-    return "path" not in read_json_object(spec.folder / MODULE_CONFIG_FILE, "model config")
-
-
 def _weights_from_opensearch_bare(spec: QueryModuleSpec, vocab: dict[str, int] | None) -> np.ndarray:
     """The static weight vector of a bare OpenSearch folder: float32 [len(vocab)], 0 where no token is listed;
     from ``idf.json`` and/or ``query_token_weights.txt``, which must then agree token for token."""
@@ -500,9 +498,7 @@ def _weights_from_opensearch_bare(spec: QueryModuleSpec, vocab: dict[str, int] |
     first = idf if idf is not None else txt
     if vocab is None:
         raise ValueError(f"{first}: the query weight table needs the tokenizer vocabulary (pass tokenizer_vocab)")
-    size = len(vocab)
-    if size == 0 or max(vocab.values()) >= size or min(vocab.values()) < 0:
-        raise ValueError(f"{first}: the tokenizer vocabulary ids must be 0..{size - 1}")
+    size = _check_vocab_ids(vocab, first)
     tables = {}
     if idf is not None:
         tables[idf] = _bare_idf_json(idf, vocab)
@@ -521,8 +517,7 @@ def _bare_idf_json(path: Path, vocab: dict[str, int]) -> dict[str, np.float32]:
     table = read_json_object(path, "token weight map")
     out = {}
     for token, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{path}: weight of token {token!r} must be a finite number, got {value!r}")
+        _check_json_weight(value, token, path)
         if token not in vocab:
             raise ValueError(f"{path}: token {token!r} is not in the tokenizer vocabulary; the weight table "
                              "belongs to another tokenizer")
@@ -533,13 +528,7 @@ def _bare_idf_json(path: Path, vocab: dict[str, int]) -> dict[str, np.float32]:
 def _bare_query_token_weights_txt(path: Path, vocab: dict[str, int]) -> dict[str, np.float32]:
     """``query_token_weights.txt``: one ``token<TAB>weight`` line per token (UTF-8), each token once and in
     the tokenizer vocabulary, each weight a finite number. Errors name the file and the line number."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline
+    lines = read_lines(path, encoding="utf-8-sig")
     out: dict[str, np.float32] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):

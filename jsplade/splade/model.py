@@ -25,9 +25,6 @@ from jsplade.splade.static_embedding import StaticQueryEmbedding
 QUERY_LOGICAL_AXES = ((r"^query\.weight$", ("vocab",)),)
 
 
-SHAPES = ("inference_free", "symmetric", "asymmetric")
-
-
 class SpladeModel(nnx.Module):
     """``query`` = the static query weights (inference-free), or None: queries go through ``query_mlm`` with
     its own pooling when given (asymmetric), else through ``mlm`` and the document pooling (symmetric)."""

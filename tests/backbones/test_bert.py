@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from helpers.fixtures import max_rel
+from helpers.fixtures import max_rel, packed_row
 from safetensors.numpy import load_file, save_file
 from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, RobertaConfig,
                           RobertaForMaskedLM, XLMRobertaConfig, XLMRobertaForMaskedLM)
@@ -107,17 +107,7 @@ def test_packed_documents_get_their_own_logits(case):
         d[d == pad] = pad + 2
     alone = [_reference(ref, d[None], np.ones((1, len(d)), np.int32))[0] for d in docs]
     length = 16
-    ids = np.full((1, length), pad, np.int32)
-    mask = np.zeros((1, length), np.int32)
-    seg = np.full((1, length), -1, np.int32)
-    pos = np.zeros((1, length), np.int32)
-    start = 0
-    for s, d in enumerate(docs):
-        ids[0, start:start + len(d)] = d
-        mask[0, start:start + len(d)] = 1
-        seg[0, start:start + len(d)] = s
-        pos[0, start:start + len(d)] = np.arange(len(d))
-        start += len(d)
+    ids, mask, pos, seg = packed_row(docs, length, pad)
     packed = np.asarray(jax.jit(lambda i, m, p, s: mlm(i, m, position_ids=p, segment_ids=s))(ids, mask, pos, seg))
     assert max_rel(packed[0, :7], alone[0]) < TOL, name
     assert max_rel(packed[0, 7:12], alone[1]) < TOL, name

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from helpers.fixtures import max_rel
+from helpers.fixtures import max_rel, packed_row
 from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, XLMRobertaConfig,
                           XLMRobertaForMaskedLM)
 
@@ -106,17 +106,7 @@ def test_packed_documents_get_their_own_logits(case):
     docs = [_real_ids(rng, ref.config, n) for n in (11, 8)]
     alone = [_reference(ref, d[None], np.ones((1, len(d)), np.int32))[0] for d in docs]
     length = 24
-    ids = np.full((1, length), pad, np.int32)
-    mask = np.zeros((1, length), np.int32)
-    seg = np.full((1, length), -1, np.int32)
-    pos = np.zeros((1, length), np.int32)
-    start = 0
-    for s, d in enumerate(docs):
-        ids[0, start:start + len(d)] = d
-        mask[0, start:start + len(d)] = 1
-        seg[0, start:start + len(d)] = s
-        pos[0, start:start + len(d)] = np.arange(len(d))
-        start += len(d)
+    ids, mask, pos, seg = packed_row(docs, length, pad)
     packed = _jit(mlm, lambda m, i, a, p, s: m(i, a, position_ids=p, segment_ids=s))(ids, mask, pos, seg)
     errs = [max_rel(packed[0, :11], alone[0]), max_rel(packed[0, 11:19], alone[1])]
     assert max(errs) < TOL, (name, errs)

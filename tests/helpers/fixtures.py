@@ -63,3 +63,22 @@ def max_rel(actual, expected) -> float:
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def packed_row(docs, length: int, pad: int):
+    """(input_ids, attention_mask, position_ids, segment_ids) [1, length] of documents side by side in one row:
+    segment ids 0, 1, … (-1 on padding), positions restarting at 0 per document."""
+    import numpy as np
+
+    ids = np.full((1, length), pad, np.int32)
+    mask = np.zeros((1, length), np.int32)
+    seg = np.full((1, length), -1, np.int32)
+    pos = np.zeros((1, length), np.int32)
+    start = 0
+    for s, d in enumerate(docs):
+        ids[0, start:start + len(d)] = d
+        mask[0, start:start + len(d)] = 1
+        seg[0, start:start + len(d)] = s
+        pos[0, start:start + len(d)] = np.arange(len(d))
+        start += len(d)
+    return ids, mask, pos, seg

@@ -73,3 +73,10 @@ def build_st_sparse_encoder(folder: Path, backbone: str, shape: str, *, dropout:
         st = StSparseEncoder(modules=[router], similarity_fn_name="dot")
     st.save(str(folder / "st"))
     return st.eval(), folder / "st"
+
+
+def st_encode(model, queries, documents):
+    """(query vectors, document vectors) of a sentence-transformers SparseEncoder, dense float32 numpy."""
+    q = model.encode_query(queries, convert_to_tensor=True).to_dense().numpy()
+    d = model.encode_document(documents, convert_to_tensor=True).to_dense().numpy()
+    return q, d

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from helpers.fixtures import SE_FIXTURES, max_rel
-from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder
+from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder, st_encode
 
 from jsplade import SparseEncoder
 from jsplade.splade.batching import padded_length
@@ -255,12 +255,7 @@ def test_other_backbones_and_symmetric_models_match_sentence_transformers(tmp_pa
     st, folder = build_st_sparse_encoder(tmp_path, backbone, shape)
     queries, docs = TEXTS["queries"][:4], TEXTS["documents"][:5]
 
-    def st_encode(model):
-        q = model.encode_query(queries, convert_to_tensor=True).to_dense().numpy()
-        d = model.encode_document(docs, convert_to_tensor=True).to_dense().numpy()
-        return q, d
-
-    q_ref, d_ref = st_encode(st)
+    q_ref, d_ref = st_encode(st, queries, docs)
     enc = SparseEncoder.from_pretrained(folder)
     assert enc.shape == shape and (enc.query_weights is None) == (shape != "inference_free")
     q, d = enc.encode_query(queries, dense=True), enc.encode_document(docs, dense=True)
@@ -271,7 +266,7 @@ def test_other_backbones_and_symmetric_models_match_sentence_transformers(tmp_pa
     assert max_rel(d, d_ref) < 1e-5
     assert max_rel(enc.similarity(q, d), q_ref @ d_ref.T) < 1e-5
     enc.save(tmp_path / "export")
-    q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval())
+    q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval(), queries, docs)
     assert max_rel(q_back, q_ref) < 1e-5 and max_rel(d_back, d_ref) < 1e-5
     again = SparseEncoder.from_pretrained(tmp_path / "export")
     assert again.shape == shape

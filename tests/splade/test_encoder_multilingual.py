@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers.fixtures import max_rel
-from helpers.st_models import SHAPES, build_st_sparse_encoder
+from helpers.st_models import SHAPES, build_st_sparse_encoder, st_encode
 
 from jsplade import SparseEncoder
 
@@ -31,12 +31,7 @@ def test_xlm_roberta_models_match_sentence_transformers(tmp_path, shape):
 
     st, folder = build_st_sparse_encoder(tmp_path, "xlm_roberta", shape)
 
-    def st_encode(model):
-        q = model.encode_query(QUERIES, convert_to_tensor=True).to_dense().numpy()
-        d = model.encode_document(DOCUMENTS, convert_to_tensor=True).to_dense().numpy()
-        return q, d
-
-    q_ref, d_ref = st_encode(st)
+    q_ref, d_ref = st_encode(st, QUERIES, DOCUMENTS)
     enc = SparseEncoder.from_pretrained(folder)
     assert enc.shape == shape and enc.vocab_size == q_ref.shape[1] == 56
     st_tok = st.tokenize(DOCUMENTS, task="document")
@@ -55,7 +50,7 @@ def test_xlm_roberta_models_match_sentence_transformers(tmp_path, shape):
     assert max_rel(enc.similarity(q, d), q_ref @ d_ref.T) < TOL
 
     enc.save(tmp_path / "export")
-    q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval())
+    q_back, d_back = st_encode(StSparseEncoder(str(tmp_path / "export")).eval(), QUERIES, DOCUMENTS)
     assert max_rel(q_back, q_ref) < TOL and max_rel(d_back, d_ref) < TOL
     again = SparseEncoder.from_pretrained(tmp_path / "export")
     assert again.shape == shape
@@ -80,7 +75,6 @@ def test_folder_with_the_converter_pipeline_reads_as_sentence_transformers_reads
     rows, _ = enc.document_tokenizer.encode_documents(QUERIES + DOCUMENTS, enc.max_seq_length)
     for i, row in enumerate(rows):
         assert row.tolist() == st_tok["input_ids"][i][st_tok["attention_mask"][i] == 1].tolist(), i
-    q_ref = st.encode_query(QUERIES, convert_to_tensor=True).to_dense().numpy()
-    d_ref = st.encode_document(DOCUMENTS, convert_to_tensor=True).to_dense().numpy()
+    q_ref, d_ref = st_encode(st, QUERIES, DOCUMENTS)
     assert max_rel(enc.encode_query(QUERIES, dense=True), q_ref) < TOL
     assert max_rel(enc.encode_document(DOCUMENTS, dense=True), d_ref) < TOL

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.fixtures import REPO, max_rel
+from helpers.st_models import st_encode
 
 from jsplade import SparseEncoder
 from jsplade.checkpoints.st_format import read_sparse_encoder_dir
@@ -78,11 +79,6 @@ def st_router(folder: Path):
                                        document_modules=[doc, SpladePooling("max", activation_function="relu")])
     return StSparseEncoder(modules=[router], similarity_fn_name="dot").eval()
 
-
-def st_encode(model, queries, documents):
-    q = model.encode_query(queries, convert_to_tensor=True).to_dense().numpy()
-    d = model.encode_document(documents, convert_to_tensor=True).to_dense().numpy()
-    return q, d
 
 
 def opensearch_reference(folder: Path, table: dict[str, float], queries, documents):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from helpers.fixtures import SE_FIXTURES, max_rel
-from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder
+from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder, st_encode
 
 from jsplade import SparseEncoder
 from jsplade.backbones.bert import BERT
@@ -391,8 +391,7 @@ def test_splade_loss_step_on_other_backbones_and_shapes_matches_sentence_transfo
     # models they reach ~1e3 (base loss ~80), and one ulp of such a score is ~1e-4 of the loss. So the base
     # loss is held to 1e-5 of the largest |score| (bert-symmetric: 1.1e-3 apart at a loss of 81), the
     # regularizers to 1e-5 of themselves.
-    q_ref = st.encode_query([r[0] for r in rows], convert_to_tensor=True).to_dense().numpy()
-    d_ref = st.encode_document([r[c] for c in (1, 2) for r in rows], convert_to_tensor=True).to_dense().numpy()
+    q_ref, d_ref = st_encode(st, [r[0] for r in rows], [r[c] for c in (1, 2) for r in rows])
     score_scale = float(np.abs(q_ref.astype(np.float64) @ d_ref.T.astype(np.float64)).max())
     for name, ref in ref_terms.items():
         ref = float(ref)
@@ -457,8 +456,8 @@ def test_an_asymmetric_model_trains_checkpoints_and_exports_both_mlms(tmp_path):
     np.testing.assert_array_equal(again.encode_query(queries, dense=True), q)
     np.testing.assert_array_equal(again.encode_document(docs, dense=True), d)
     st = StSparseEncoder(str(tmp_path / "run" / "model")).eval()
-    assert max_rel(st.encode_query(queries, convert_to_tensor=True).to_dense().numpy(), q) < 1e-5
-    assert max_rel(st.encode_document(docs, convert_to_tensor=True).to_dense().numpy(), d) < 1e-5
+    q_st, d_st = st_encode(st, queries, docs)
+    assert max_rel(q_st, q) < 1e-5 and max_rel(d_st, d) < 1e-5
 
     assert main(common + ["--output-dir", str(tmp_path / "frozen"), "--set", "freeze_query_weights=true"]) == 0
     frozen = SparseEncoder.from_pretrained(tmp_path / "frozen" / "model").to_parts().flat_params()
