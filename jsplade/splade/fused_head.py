@@ -60,20 +60,34 @@ def _token_chunks(x, chunk, fill):
     return jnp.moveaxis(x.reshape(x.shape[0], n, chunk, *x.shape[2:]), 1, 0)
 
 
-def _vocab_tiles(x, tile):
-    """[V, …] → [n, tile, …] (zero padded)."""
-    vocab = x.shape[0]
+def _tile_starts(vocab, tile):
+    """First entry of each vocabulary tile [n] int32. Tiles read the weights in place (no padded copy of the
+    [V, D] decoder, which at V = 250,002 would cost as much as the weights): when ``tile`` does not divide V
+    the last tile ends at V and overlaps its neighbour by ``n·tile − V`` entries, whose results it drops."""
     n = -(-vocab // tile)
-    pad = n * tile - vocab
-    if pad:
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    return x.reshape(n, tile, *x.shape[1:])
+    return jnp.minimum(jnp.arange(n, dtype=jnp.int32) * tile, vocab - tile)
+
+
+def _weight_tile(x, start, tile):
+    """The ``tile`` rows of ``x`` [V, …] from ``start`` (a slice of the weights, not a copy of all of them)."""
+    return jax.lax.dynamic_slice_in_dim(x, start, tile, 0)
+
+
+def _add_tile(acc_Vx, start, tile_Tx):
+    """``acc[start : start + T] += tile`` in place (a scan carry), so the weight gradient is built in one
+    [V, …] buffer instead of stacked tiles; the last tile's overlap carries zero cotangent and adds nothing."""
+    rows = jax.lax.dynamic_slice_in_dim(acc_Vx, start, tile_Tx.shape[0], 0)
+    return jax.lax.dynamic_update_slice_in_dim(acc_Vx, rows + tile_Tx, start, 0)
 
 
 def _untile(x_nxBxGxT, vocab):
-    """[n, B, G, T] → [B, G, V]."""
-    n, b, g, t = x_nxBxGxT.shape
-    return jnp.moveaxis(x_nxBxGxT, 0, 2).reshape(b, g, n * t)[:, :, :vocab]
+    """[n, B, G, T] → [B, G, V], dropping the last tile's overlap with its neighbour."""
+    n, b, g, tile = x_nxBxGxT.shape
+    flat = jnp.moveaxis(x_nxBxGxT, 0, 2).reshape(b, g, n * tile)
+    overlap = n * tile - vocab
+    if overlap:
+        flat = jnp.concatenate([flat[:, :, : (n - 1) * tile], flat[:, :, (n - 1) * tile + overlap:]], axis=2)
+    return flat
 
 
 def _matmul_dtype(features):
@@ -97,11 +111,12 @@ def _activation_grad(x, activation):
     return jnp.where(pos, d, 0.0)
 
 
-def _layout(features, weight, bias, group, chunk, tile):
+def _layout(features, group, chunk, vocab, tile):
+    """Token chunks of the features and group ids, each chunk's first position, each vocabulary tile's start."""
     f_chunks = _token_chunks(features, chunk, 0)
     g_chunks = _token_chunks(group, chunk, -1)
     starts = jnp.arange(f_chunks.shape[0], dtype=jnp.int32) * chunk
-    return f_chunks, g_chunks, starts, _vocab_tiles(weight, tile), _vocab_tiles(bias, tile)
+    return f_chunks, g_chunks, starts, _tile_starts(vocab, tile)
 
 
 # --------------------------------------------------------------------------- max pooling
@@ -113,10 +128,10 @@ def _group_max(features, weight, bias, group, n_groups, chunk, tile, precision):
 def _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, tile, precision, with_index=True):
     """Running max (and, for the backward, its token index) per group and vocabulary entry."""
     batch = features.shape[0]
-    f_chunks, g_chunks, starts, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
+    f_chunks, g_chunks, starts, tile_starts = _layout(features, group, chunk, weight.shape[0], tile)
 
-    def one_tile(wb):
-        w_t, b_t = wb
+    def one_tile(tile_start):
+        w_t, b_t = _weight_tile(weight, tile_start, tile), _weight_tile(bias, tile_start, tile)
 
         def step(carry, xs):
             best, where = carry  # [B,G,T] float32, int32
@@ -142,7 +157,7 @@ def _group_max_fwd_impl(features, weight, bias, group, n_groups, chunk, tile, pr
         (best, where), _ = jax.lax.scan(step, init, (f_chunks, g_chunks, starts))
         return best, where
 
-    best, where = jax.lax.map(one_tile, (w_tiles, b_tiles))
+    best, where = jax.lax.map(one_tile, tile_starts)
     vocab = weight.shape[0]
     return _untile(best, vocab), _untile(where, vocab)
 
@@ -153,11 +168,15 @@ def _group_max_fwd(features, weight, bias, group, n_groups, chunk, tile, precisi
 
 
 def _tile_cotangent(x_BxGxV, tile):
-    """[B, G, V] → [n, B, G, T] (zero padded): the inverse layout of ``_untile``."""
+    """[B, G, V] → [n, B, G, T], the inverse layout of ``_untile``: zeros where the last tile overlaps
+    its neighbour, so the overlap adds nothing to any gradient."""
     b, g, vocab = x_BxGxV.shape
     n = -(-vocab // tile)
-    x = jnp.pad(x_BxGxV, ((0, 0), (0, 0), (0, n * tile - vocab)))
-    return jnp.moveaxis(x.reshape(b, g, n, tile), 2, 0)
+    overlap = n * tile - vocab
+    if overlap:
+        zeros = jnp.zeros((b, g, overlap), x_BxGxV.dtype)
+        x_BxGxV = jnp.concatenate([x_BxGxV[:, :, : (n - 1) * tile], zeros, x_BxGxV[:, :, (n - 1) * tile:]], axis=2)
+    return jnp.moveaxis(x_BxGxV.reshape(b, g, n, tile), 2, 0)
 
 
 # Backends whose max-pooling backward gathers and scatters instead of multiplying by the one-hot matrix.
@@ -190,17 +209,19 @@ def _group_max_bwd_gather(features, weight, g_best, where, tile, precision):
     row_base = (jnp.arange(batch, dtype=jnp.int32) * length).repeat(n_groups)[:, None]  # [B·G, 1]
     f_rows = f32.reshape(batch * length, dim)
 
-    def one_tile(d_f_rows, xs):
-        w_t, g_t, where_t = xs
+    def one_tile(carry, xs):
+        d_f_rows, d_w = carry
+        tile_start, g_t, where_t = xs
+        w_t = _weight_tile(weight, tile_start, tile)
         rows = (row_base + where_t).reshape(-1)  # [B·G·T] token rows of the flattened features
         picked = f_rows[rows].reshape(batch * n_groups, tile, dim)
-        d_w_t = jnp.einsum("rt,rtd->td", g_t, picked, precision=precision)
+        d_w = _add_tile(d_w, tile_start, jnp.einsum("rt,rtd->td", g_t, picked, precision=precision))
         d_f_rows = d_f_rows.at[rows].add((g_t[:, :, None] * w_t.astype(jnp.float32)[None]).reshape(-1, dim))
-        return d_f_rows, d_w_t
+        return (d_f_rows, d_w), None
 
-    d_f_rows, d_w_tiles = jax.lax.scan(one_tile, jnp.zeros((batch * length, dim), jnp.float32),
-                                       (_vocab_tiles(weight, tile), g_tiles, where_tiles))
-    return d_f_rows.reshape(batch, length, dim), d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
+    init = (jnp.zeros((batch * length, dim), jnp.float32), jnp.zeros(weight.shape, jnp.float32))
+    (d_f_rows, d_w), _ = jax.lax.scan(one_tile, init, (_tile_starts(weight.shape[0], tile), g_tiles, where_tiles))
+    return d_f_rows.reshape(batch, length, dim), d_w
 
 
 def _group_max_bwd_matmul(features, weight, g_best, where, n_groups, chunk, tile, precision):
@@ -209,14 +230,15 @@ def _group_max_bwd_matmul(features, weight, g_best, where, n_groups, chunk, tile
     batch, length, dim = features.shape
     f_chunks = _token_chunks(features, chunk, 0)
     starts = jnp.arange(f_chunks.shape[0], dtype=jnp.int32) * chunk
-    w_tiles = _vocab_tiles(weight, tile)
     g_tiles = _tile_cotangent(g_best, tile)  # [n, B, G, T]
     where_tiles = _tile_cotangent(where, tile)
 
     cdt = _matmul_dtype(features)
 
-    def one_tile(d_f_chunks, xs):
-        w_t, g_t, where_t = xs
+    def one_tile(carry, xs):
+        d_f_chunks, d_w = carry
+        tile_start, g_t, where_t = xs
+        w_t = _weight_tile(weight, tile_start, tile)
         w_c = w_t.astype(cdt)
 
         def step(d_w, ys):
@@ -235,12 +257,12 @@ def _group_max_bwd_matmul(features, weight, g_best, where, n_groups, chunk, tile
             return d_w, d_f_c
 
         d_w_t, d_f_chunks = jax.lax.scan(step, jnp.zeros(w_t.shape, jnp.float32), (f_chunks, starts, d_f_chunks))
-        return d_f_chunks, d_w_t
+        return (d_f_chunks, _add_tile(d_w, tile_start, d_w_t)), None
 
-    d_f_chunks, d_w_tiles = jax.lax.scan(one_tile, jnp.zeros(f_chunks.shape, jnp.float32),
-                                         (w_tiles, g_tiles, where_tiles))
+    init = (jnp.zeros(f_chunks.shape, jnp.float32), jnp.zeros(weight.shape, jnp.float32))
+    (d_f_chunks, d_w), _ = jax.lax.scan(one_tile, init, (_tile_starts(weight.shape[0], tile), g_tiles, where_tiles))
     d_f = jnp.moveaxis(d_f_chunks, 0, 1).reshape(batch, -1, dim)[:, :length]
-    return d_f, d_w_tiles.reshape(-1, dim)[: weight.shape[0]]
+    return d_f, d_w
 
 
 _group_max.defvjp(_group_max_fwd, _group_max_bwd)
@@ -250,10 +272,10 @@ _group_max.defvjp(_group_max_fwd, _group_max_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _group_sum(features, weight, bias, group, n_groups, chunk, tile, activation, precision):
     batch = features.shape[0]
-    f_chunks, g_chunks, _, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
+    f_chunks, g_chunks, _, tile_starts = _layout(features, group, chunk, weight.shape[0], tile)
 
-    def one_tile(wb):
-        w_t, b_t = wb
+    def one_tile(tile_start):
+        w_t, b_t = _weight_tile(weight, tile_start, tile), _weight_tile(bias, tile_start, tile)
 
         def step(acc, xs):
             f_c, g_c = xs
@@ -264,7 +286,7 @@ def _group_sum(features, weight, bias, group, n_groups, chunk, tile, activation,
         acc, _ = jax.lax.scan(step, jnp.zeros((batch, n_groups, tile), jnp.float32), (f_chunks, g_chunks))
         return acc
 
-    return _untile(jax.lax.map(one_tile, (w_tiles, b_tiles)), weight.shape[0])
+    return _untile(jax.lax.map(one_tile, tile_starts), weight.shape[0])
 
 
 def _group_sum_fwd(features, weight, bias, group, n_groups, chunk, tile, activation, precision):
@@ -275,13 +297,15 @@ def _group_sum_fwd(features, weight, bias, group, n_groups, chunk, tile, activat
 def _group_sum_bwd(n_groups, chunk, tile, activation, precision, res, g_out):
     features, weight, bias, group = res
     batch, length, dim = features.shape
-    f_chunks, g_chunks, _, w_tiles, b_tiles = _layout(features, weight, bias, group, chunk, tile)
+    f_chunks, g_chunks, _, tile_starts = _layout(features, group, chunk, weight.shape[0], tile)
     up_tiles = _tile_cotangent(g_out.astype(jnp.float32), tile)  # [n, B, G, T]
 
     cdt = _matmul_dtype(features)
 
-    def one_tile(d_f_chunks, xs):
-        w_t, b_t, up_t = xs
+    def one_tile(carry, xs):
+        d_f_chunks, d_w, d_b = carry
+        tile_start, up_t = xs
+        w_t, b_t = _weight_tile(weight, tile_start, tile), _weight_tile(bias, tile_start, tile)
         w_c = w_t.astype(cdt)
 
         def step(carry, ys):
@@ -301,14 +325,14 @@ def _group_sum_bwd(n_groups, chunk, tile, activation, precision, res, g_out):
 
         init = (jnp.zeros(w_t.shape, jnp.float32), jnp.zeros(b_t.shape, jnp.float32))
         (d_w_t, d_b_t), d_f_chunks = jax.lax.scan(step, init, (f_chunks, g_chunks, d_f_chunks))
-        return d_f_chunks, (d_w_t, d_b_t)
+        return (d_f_chunks, _add_tile(d_w, tile_start, d_w_t), _add_tile(d_b, tile_start, d_b_t)), None
 
-    d_f_chunks, (d_w_tiles, d_b_tiles) = jax.lax.scan(one_tile, jnp.zeros(f_chunks.shape, jnp.float32),
-                                                      (w_tiles, b_tiles, up_tiles))
+    init = (jnp.zeros(f_chunks.shape, jnp.float32), jnp.zeros(weight.shape, jnp.float32),
+            jnp.zeros(bias.shape, jnp.float32))
+    (d_f_chunks, d_w, d_b), _ = jax.lax.scan(one_tile, init, (tile_starts, up_tiles))
     d_f = jnp.moveaxis(d_f_chunks, 0, 1).reshape(batch, -1, dim)[:, :length]
-    vocab = weight.shape[0]
-    return (d_f.astype(features.dtype), d_w_tiles.reshape(-1, dim)[:vocab].astype(weight.dtype),
-            d_b_tiles.reshape(-1)[:vocab].astype(bias.dtype), jnp.zeros(group.shape, jax.dtypes.float0))
+    return (d_f.astype(features.dtype), d_w.astype(weight.dtype), d_b.astype(bias.dtype),
+            jnp.zeros(group.shape, jax.dtypes.float0))
 
 
 _group_sum.defvjp(_group_sum_fwd, _group_sum_bwd)
