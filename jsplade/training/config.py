@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jsplade.backbones.registry import known_namings
+from jsplade.training.losses import base_loss, resolve_loss_name
 
 
 @dataclass
@@ -41,7 +42,10 @@ class TrainConfig:
     query_lr_multiplier: float = 1.0           # per-module learning rate: the query route (as above)
     document_lr_multiplier: float = 1.0        # per-module learning rate: document encoder
     # --- SpladeLoss
-    scale: float = 1.0
+    loss: str = "SparseMultipleNegativesRankingLoss"  # the base loss: a sentence-transformers sparse loss name
+    loss_params: dict[str, Any] = field(default_factory=dict)  # its parameters (reference defaults otherwise)
+    use_document_regularizer_only: bool = False  # every column regularised as documents; lambda_q is then ignored
+    scale: float = 1.0                         # SparseMultipleNegativesRankingLoss's scale
     lambda_d: float = 3e-5
     lambda_q: float | None = 5e-5
     regularizer_schedule: str = "quadratic"    # "quadratic" | "linear"
@@ -58,6 +62,7 @@ class TrainConfig:
     mesh: str | None = None                    # None: one device; "auto" or "data=2,fsdp=2,tensor=2" (jsplade.training.sharding)
     compute_dtype: str = "float32"             # "float32" | "bfloat16" (float32 master weights)
     remat: bool = False
+    cached_mini_batch_size: int | None = None  # GradCache (CachedSpladeLoss): rows embedded at once; None: off
     remat_keeps_attention: bool = True         # with remat: keep blockwise-attention outputs (ComputeOptions)
     attention: str = "auto"
     dropout: bool = True                       # dropout at the config's rates during training
@@ -131,6 +136,10 @@ class TrainConfig:
             raise ValueError(f"{path}: {exc}") from None
         return cls.from_dict(raw, source=str(path), base_dir=path.parent, cwd_keys=frozenset(overrides or {}))
 
+    def loss_spec_name(self) -> str:
+        """The base loss's sentence-transformers class name (aliases resolved)."""
+        return resolve_loss_name(self.loss)
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
 
@@ -146,7 +155,7 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r} must be >= 1, got {getattr(self, key)!r}")
         for key in ("max_steps", "checkpoint_every", "eval_every", "max_query_length", "max_document_length",
-                    "pack_length"):
+                    "pack_length", "cached_mini_batch_size"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise ValueError(f"config key {key!r} must be >= 1 or unset, got {v!r}")
@@ -170,6 +179,15 @@ class TrainConfig:
                              f"got {self.export_naming!r}")
         if self.lambda_d < 0 or (self.lambda_q is not None and self.lambda_q < 0):
             raise ValueError("config keys 'lambda_d'/'lambda_q' must be >= 0")
+        try:
+            base_loss(self.loss, self.loss_params)  # the name and every parameter, before any compute
+        except ValueError as exc:
+            raise ValueError(f"config key 'loss' / 'loss_params': {exc}") from None
+        if "scale" in self.loss_params and self.scale != 1.0 and self.loss_spec_name() == "SparseMultipleNegativesRankingLoss":
+            raise ValueError("config keys 'scale' and 'loss_params.scale' both set the ranking loss's scale; give one")
+        if self.cached_mini_batch_size is not None and self.pack_documents:
+            raise ValueError("config keys 'cached_mini_batch_size' and 'pack_documents' cannot be combined: the cached "
+                             "step embeds mini-batches of rows, packing mixes rows")
         if self.columns is not None and len(self.columns) < 2:
             raise ValueError(f"config key 'columns' needs at least 2 columns (query, positive), got {self.columns!r}")
         for key in ("adam_beta1", "adam_beta2"):
@@ -177,10 +195,13 @@ class TrainConfig:
                 raise ValueError(f"config key {key!r} must be in [0, 1), got {getattr(self, key)!r}")
 
 
+_TABLE_KEYS = frozenset({"loss_params"})  # keys whose value is itself a table, not a section
+
+
 def _flatten_sections(raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k not in _TABLE_KEYS:
             for kk, vv in v.items():
                 if kk in out:
                     raise ValueError(f"key {kk!r} given twice")

@@ -1,7 +1,8 @@
 """Training rows and batch order (sparse_encoder_format.md §4).
 
-* ``load_pairs``: rows of texts (anchor/query, positive, hard negatives…) from a JSON-lines, JSON, CSV
-  or Parquet file, a list of dicts/tuples or any iterable; every row is validated before any compute.
+* ``load_pairs``: rows of texts (anchor/query, positive, hard negatives…) and their labels from a
+  JSON-lines, JSON, CSV or Parquet file, a list of dicts/tuples or any iterable; every row is validated
+  before any compute.
 * ``NoDuplicatesBatchSampler``: sentence-transformers' ``no_duplicates`` batching over a seeded
   permutation, ``ceil(n / batch_size)`` batches per epoch (what the reference trainer consumes).
 * ``greedy_no_duplicate_batches``: the greedy rule alone, given an explicit permutation (used to replay
@@ -11,6 +12,13 @@
 
 Column order defines the loss roles: column 0 = anchors (queries), column 1 = positives, columns 2… =
 hard negatives; names do not matter to the loss.
+
+Labels, as sentence-transformers' data collator reads them: the first of ``label``, ``labels``, ``score``,
+``scores`` that row 0 has is the label column (the others are ignored); each row holds a number (the
+batch's labels are [B]) or a list of numbers of one length for every row ([B, K]: one per candidate column
+for the distillation losses, or a teacher embedding for SparseMSELoss). jsplade refuses what the reference
+would turn into a wrong loss silently: a row without the label, a non-number, NaN/inf, lists of different
+lengths. CSV cells are read as a number or a JSON list of numbers.
 """
 
 from __future__ import annotations
@@ -32,8 +40,9 @@ __all__ = ["PairDataset", "load_pairs", "NoDuplicatesBatchSampler", "greedy_no_d
 
 ROUTES = ("query", "document")
 # Columns the reference data collator does not feed to the model (labels are split off, dataset_name is
-# metadata). They are dropped when ``columns`` is not given and refused when named in ``columns``.
+# metadata). They are dropped from the texts when ``columns`` is not given and refused when named in ``columns``.
 LABEL_COLUMNS = ("label", "labels", "score", "scores", "dataset_name")
+LABEL_SOURCES = LABEL_COLUMNS[:4]  # the reference's label columns, in its order of preference
 _FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -42,12 +51,29 @@ class PairDataset:
     """Validated training rows.
 
     ``columns``: column names in role order; ``routes``: "query"/"document" per column (column 0 is the
-    only query column); ``rows``: one tuple of ``len(columns)`` strings per example.
+    only query column); ``rows``: one tuple of ``len(columns)`` strings per example; ``labels``: one label per
+    row (a float, or a tuple of floats of one length) taken from ``label_column``, or None.
     """
 
     columns: tuple[str, ...]
     routes: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    labels: tuple[Any, ...] | None = None
+    label_column: str | None = None
+
+    @property
+    def label_shape(self) -> tuple[int, ...] | None:
+        """Shape of one row's label: () for a number, (K,) for a list; None without labels."""
+        if self.labels is None:
+            return None
+        first = self.labels[0]
+        return (len(first),) if isinstance(first, tuple) else ()
+
+    def label_array(self, indices: Sequence[int]) -> np.ndarray:
+        """float32 labels of ``indices``: [n] or [n, K]."""
+        if self.labels is None:
+            raise ValueError("the training data has no label column (label, labels, score or scores)")
+        return np.asarray([self.labels[i] for i in indices], np.float32).reshape(len(indices), *self.label_shape)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,6 +193,9 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
     """
     if isinstance(source, PairDataset):
         raw_rows, where = [dict(zip(source.columns, row)) for row in source.rows], "training data"
+        if source.labels is not None:
+            for raw, label in zip(raw_rows, source.labels):
+                raw[source.label_column] = list(label) if isinstance(label, tuple) else label
     elif isinstance(source, (str, Path)):
         raw_rows, where = _read_file(Path(source))
     elif isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
@@ -184,13 +213,16 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
             raise ValueError(f"columns {columns} name a column twice")
         bad = [c for c in columns if c in LABEL_COLUMNS]
         if bad:
-            raise ValueError(f"columns {bad} are label/metadata columns; jsplade's SpladeLoss uses texts only")
+            raise ValueError(f"columns {bad} are label/metadata columns, not texts: the label column is found by "
+                             f"name (the first of {list(LABEL_SOURCES)} in the data)")
     if not raw_rows:
         raise ValueError(f"{where}: the dataset is empty")
 
     first = raw_rows[0]
+    label_column = None
     if isinstance(first, Mapping):
         kind = "mapping"
+        label_column = next((c for c in LABEL_SOURCES if c in first), None)
         names = list(columns) if columns is not None else [k for k in first.keys() if k not in LABEL_COLUMNS]
         for name in names:
             if not isinstance(name, str):
@@ -206,6 +238,7 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
         raise ValueError(f"{where}: need at least 2 columns (query, positive), got {names}")
 
     rows: list[tuple[str, ...]] = []
+    labels: list[Any] = []
     for i, raw in enumerate(raw_rows):
         if kind == "mapping":
             if not isinstance(raw, Mapping):
@@ -219,6 +252,10 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
                     raise ValueError(f"{where}: row {i} has column {extra[0]!r} that row 0 does not have; "
                                      "pass columns=[...] to select columns")
             values = [raw[c] for c in names]
+            if label_column is not None:
+                if label_column not in raw:
+                    raise ValueError(f"{where}: row {i} has no {label_column!r} (row 0 has this label column)")
+                labels.append(_read_label(raw[label_column], where, i, label_column, labels[0] if labels else None))
         else:
             if not isinstance(raw, (tuple, list)):
                 raise TypeError(f"{where}: row {i} is a {type(raw).__name__}, row 0 is a tuple/list")
@@ -231,7 +268,40 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
                 raise TypeError(f"{where}: row {i}, column {name!r}: expected a text string, got "
                                 f"{type(value).__name__} {value!r:.60}")
         rows.append(tuple(values))
-    return PairDataset(columns=tuple(names), routes=_routes(names, router_mapping, where), rows=tuple(rows))
+    return PairDataset(columns=tuple(names), routes=_routes(names, router_mapping, where), rows=tuple(rows),
+                       labels=tuple(labels) if label_column is not None else None, label_column=label_column)
+
+
+def _read_label(value: Any, where: str, i: int, column: str, first: Any) -> float | tuple[float, ...]:
+    """One row's label: a finite number or a non-empty list of them, of row 0's kind and length."""
+    if isinstance(value, str):  # CSV cells
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else float(text)
+        except ValueError:
+            raise ValueError(f"{where}: row {i}, column {column!r}: {value!r:.60} is not a number or a JSON list "
+                             "of numbers") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    many = isinstance(value, (list, tuple))
+    items = list(value) if many else [value]
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, numbers.Real):
+            raise ValueError(f"{where}: row {i}, column {column!r}: labels must be numbers or lists of numbers, got "
+                             f"{type(x).__name__} {x!r:.60}")
+        if not math.isfinite(float(x)):
+            raise ValueError(f"{where}: row {i}, column {column!r}: label {x!r} is not finite")
+    if many and not items:
+        raise ValueError(f"{where}: row {i}, column {column!r}: the label list is empty")
+    label = tuple(float(x) for x in items) if many else float(items[0])
+    if first is not None:
+        if isinstance(first, tuple) != many:
+            raise ValueError(f"{where}: row {i}, column {column!r}: row 0's label is "
+                             f"{'a list' if isinstance(first, tuple) else 'a number'}, this one is "
+                             f"{'a list' if many else 'a number'}")
+        if many and len(label) != len(first):
+            raise ValueError(f"{where}: row {i}, column {column!r}: {len(label)} labels, row 0 has {len(first)}")
+    return label
 
 
 def _routes(names: list[str], router_mapping: Mapping[str, str] | None, where: str) -> tuple[str, ...]:

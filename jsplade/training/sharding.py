@@ -151,23 +151,27 @@ def batch_sharding(mesh: Mesh, ndim: int, row_axis: int) -> NamedSharding:
     return NamedSharding(mesh, P(*spec))
 
 
-# Row axis of each training batch array ([A, B, Lq], [A, C, B, Ld], packed rows [A, R, Lp]); arrays not
-# listed (pack_slot, pack_groups) are replicated.
+# Row axis of each training batch array ([A, B, Lq], [A, C, B, Ld], packed rows [A, R, Lp], labels [A, B(, K)]);
+# arrays not listed (pack_slot, pack_groups) are replicated.
 BATCH_ROW_AXIS = {"query_ids": 1, "query_mask": 1, "doc_ids": 2, "doc_mask": 2, "pack_ids": 1, "pack_mask": 1,
-                  "pack_pos": 1, "pack_seg": 1, "pack_group": 1}
+                  "pack_pos": 1, "pack_seg": 1, "pack_group": 1, "labels": 1}
 PADDED_BATCH_KEYS = ("query_ids", "query_mask", "doc_ids", "doc_mask")
 PACKED_BATCH_KEYS = ("query_ids", "query_mask", "pack_ids", "pack_mask", "pack_pos", "pack_seg", "pack_group",
                      "pack_slot", "pack_groups")
 _BATCH_NDIM = {"query_ids": 3, "query_mask": 3, "doc_ids": 4, "doc_mask": 4, "pack_slot": 3, "pack_groups": 2}
 
 
-def batch_shardings(mesh: Mesh, packed: bool = False) -> dict[str, NamedSharding]:
+def batch_shardings(mesh: Mesh, packed: bool = False, label_ndim: int | None = None) -> dict[str, NamedSharding]:
+    """Shardings of a training batch's arrays; ``label_ndim``: the ``labels`` array's rank (2 or 3), None
+    without labels."""
     keys = PACKED_BATCH_KEYS if packed else PADDED_BATCH_KEYS
     out = {}
     for k in keys:
         ndim = _BATCH_NDIM.get(k, 3)
         out[k] = batch_sharding(mesh, ndim, BATCH_ROW_AXIS[k]) if k in BATCH_ROW_AXIS else \
             NamedSharding(mesh, P(*([None] * ndim)))
+    if label_ndim is not None:
+        out["labels"] = batch_sharding(mesh, label_ndim, BATCH_ROW_AXIS["labels"])
     return out
 
 
@@ -182,7 +186,8 @@ def batch_divisor(mesh: Mesh) -> int:
 def global_batch_from_host(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Place a host batch on the mesh. Every process computes the same global batch (deterministic plan);
     each contributes only the rows its devices hold (``jax.make_array_from_process_local_data``)."""
-    shardings = batch_shardings(mesh, packed="pack_ids" in batch)
+    shardings = batch_shardings(mesh, packed="pack_ids" in batch,
+                                label_ndim=batch["labels"].ndim if "labels" in batch else None)
     out = {}
     for k, arr in batch.items():
         sharding = shardings[k]
@@ -233,7 +238,8 @@ def optimizer_shardings(optimizer, params, p_sh, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(one, jax.eval_shape(optimizer.init, params))
 
 
-def jit_sharded_step(train_step, mesh: Mesh, state_shardings: dict, packed: bool = False):
+def jit_sharded_step(train_step, mesh: Mesh, state_shardings: dict, packed: bool = False,
+                     label_ndim: int | None = None):
     """``jax.jit`` of a pure ``train_step(state, batch)`` with in/out shardings and the state donated."""
-    return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings(mesh, packed)),
+    return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings(mesh, packed, label_ndim)),
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)

@@ -11,11 +11,14 @@ Batch arrays (host side, padded to a length ladder so few programs compile):
 micro-batches, B rows, C document columns (positive + hard negatives). Inference-free models get query
 tokens without special tokens (a presence matrix times the static weights); symmetric and asymmetric models
 get them as the MLM reads them (special tokens included) and encode them through the document MLM
-(symmetric) or their own query MLM (asymmetric), with the query regularizer on those vectors.
+(symmetric) or their own query MLM (asymmetric), with the query regularizer on those vectors. A loss that
+reads labels (distillation, similarity regression) gets ``labels`` [A, B] or [A, B, K] float32 as well; the
+base loss is chosen by name (``TrainConfig.loss``, ``jsplade.training.losses.BASE_LOSSES``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +42,7 @@ from jsplade.splade.static_embedding import query_presence
 from jsplade.training import data as training_data
 from jsplade.training import sharding
 from jsplade.training.config import TrainConfig
-from jsplade.training.losses import splade_loss
+from jsplade.training.losses import BASE_LOSSES, splade_loss
 from jsplade.training.metrics import MetricsLog
 from jsplade.training.optim import global_norm, last_grad_norm, make_optimizer
 from jsplade.training.schedules import linear_warmup_decay, regularizer_weight, warmup_steps_from
@@ -67,6 +70,18 @@ class StepSettings:
     query_threshold: int | None = None
     document_idf_weighting: bool = False
     dropout: bool = True
+    loss: str = "SparseMultipleNegativesRankingLoss"  # the base loss (jsplade.training.losses.BASE_LOSSES)
+    loss_params: tuple[tuple[str, Any], ...] = ()      # its parameters, as sorted (name, value) pairs
+    use_document_regularizer_only: bool = False
+    cached_mini_batch_size: int | None = None  # GradCache mini-batch rows; None: one pass over the batch
+
+
+def frozen_params(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Loss parameters as a hashable, sorted tuple (lists become tuples), for the static step settings."""
+    def freeze(v):
+        return tuple(freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return tuple(sorted((k, freeze(v)) for k, v in params.items()))
 
 
 def lr_schedule(settings: StepSettings) -> Callable[[Any], Any]:
@@ -96,10 +111,10 @@ def batch_statistics(q_BxV, d_NxV) -> dict[str, jnp.ndarray]:
 _QUERY_DROPOUT_STREAM = 1 << 20  # folded into the step key for the query pass of an MLM-query model
 
 
-def make_loss_fn(graphdef, settings: StepSettings):
-    """loss(params, micro_batch, key, lam_d, lam_q) -> (total, (terms, stats))."""
+def make_embed_fn(graphdef, settings: StepSettings):
+    """embed(params, micro, key) -> (q_BxV, d_CxBxV): the query and document-column vectors of a micro-batch."""
 
-    def loss_fn(params, micro, key, lam_d, lam_q):
+    def embed(params, micro, key):
         model = nnx.merge(graphdef, params)
         vocab = model.vocab_size
         batch = micro["query_ids"].shape[0]
@@ -119,20 +134,115 @@ def make_loss_fn(graphdef, settings: StepSettings):
             n_cols, batch, length = micro["doc_ids"].shape
             d_NxV = model.encode_documents(micro["doc_ids"].reshape(n_cols * batch, length),
                                            micro["doc_mask"].reshape(n_cols * batch, length), dropout_key=dropout_key)
-        cols = d_NxV.reshape(n_cols, batch, vocab)
-        idf = jax.lax.stop_gradient(model.query.weight[...]) if settings.document_idf_weighting else None
-        terms = splade_loss(q_BxV, [cols[c] for c in range(n_cols)], lam_d, lam_q, scale=settings.scale,
+        return q_BxV, d_NxV.reshape(n_cols, batch, vocab)
+
+    return embed
+
+
+def make_embedding_loss_fn(graphdef, settings: StepSettings):
+    """loss(params, q_BxV, d_CxBxV, labels, lam_d, lam_q) -> (total, (terms, stats)): SpladeLoss of given
+    vectors (``params`` only supply the IDF of ``document_idf_weighting``, without gradient)."""
+
+    def loss(params, q_BxV, d_CxBxV, labels, lam_d, lam_q):
+        n_cols, batch, vocab = d_CxBxV.shape
+        idf = None
+        if settings.document_idf_weighting:
+            idf = jax.lax.stop_gradient(nnx.merge(graphdef, params).query.weight[...])
+        terms = splade_loss(q_BxV, [d_CxBxV[c] for c in range(n_cols)], lam_d, lam_q, scale=settings.scale,
                             doc_threshold=settings.document_threshold, query_threshold=settings.query_threshold,
-                            doc_idf_V=idf)
-        return terms["total"], (terms, batch_statistics(q_BxV, d_NxV))
+                            doc_idf_V=idf, base=settings.loss, base_params=dict(settings.loss_params), labels=labels,
+                            use_document_regularizer_only=settings.use_document_regularizer_only)
+        return terms["total"], (terms, batch_statistics(q_BxV, d_CxBxV.reshape(n_cols * batch, vocab)))
+
+    return loss
+
+
+def make_loss_fn(graphdef, settings: StepSettings):
+    """loss(params, micro_batch, key, lam_d, lam_q) -> (total, (terms, stats))."""
+    embed = make_embed_fn(graphdef, settings)
+    loss_of = make_embedding_loss_fn(graphdef, settings)
+
+    def loss_fn(params, micro, key, lam_d, lam_q):
+        q_BxV, d_CxBxV = embed(params, micro, key)
+        return loss_of(params, q_BxV, d_CxBxV, micro.get("labels"), lam_d, lam_q)
 
     return loss_fn
 
 
+def cache_chunk(batch: int, mini_batch: int) -> int:
+    """Rows per GradCache mini-batch: the largest divisor of ``batch`` not above ``mini_batch`` (the chunking
+    does not change the result, only how much is live at once)."""
+    return next(c for c in range(min(batch, mini_batch), 0, -1) if batch % c == 0)
+
+
+def make_cached_grad_fn(graphdef, settings: StepSettings, mini_batch: int):
+    """GradCache (Gao et al. 2021; sentence-transformers' CachedSpladeLoss): value_and_grad of ``make_loss_fn``
+    over a batch of any size with the activations of only one mini-batch live.
+
+    1. every mini-batch's vectors, forward only (nothing kept for a backward pass);
+    2. the loss and its gradient with respect to all the vectors (global in-batch negatives, regularizers);
+    3. each mini-batch again, forward and backward, its slice of that gradient as the cotangent, summed into
+       the parameter gradient.
+    Mini-batch i holds rows i, i + n, i + 2n, … (n mini-batches): on a mesh every mini-batch spans every
+    device's rows. Each mini-batch's dropout key is fold_in(key, i) in both passes, so step 3 replays step 1.
+    Packed documents are not supported here (the trainer refuses the combination).
+    """
+    embed = make_embed_fn(graphdef, settings)
+    loss_of = make_embedding_loss_fn(graphdef, settings)
+
+    def split(micro, chunk):
+        """[.., B, ..] arrays → [n, .., chunk, ..] (row a·n + i → mini-batch i, position a)."""
+        out = {}
+        for k, v in micro.items():
+            if k == "labels":
+                continue
+            axis = 1 if k in ("doc_ids", "doc_mask") else 0
+            rows = v.shape[axis]
+            v = v.reshape(*v.shape[:axis], chunk, rows // chunk, *v.shape[axis + 1:])
+            out[k] = jnp.moveaxis(v, axis + 1, 0)
+        return out
+
+    def join(x_nx_chunk, axis):
+        """inverse of ``split`` for one array whose row axis is ``axis`` (after the leading n)."""
+        x = jnp.moveaxis(x_nx_chunk, 0, axis + 1)
+        return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:])
+
+    def grad_fn(params, micro, key, lam_d, lam_q):
+        batch = micro["query_ids"].shape[0]
+        chunk = cache_chunk(batch, mini_batch)
+        n = batch // chunk
+        parts = split(micro, chunk)
+        idx = jnp.arange(n)
+
+        def embed_chunk(p, part, i):
+            return embed(p, part, None if key is None else jax.random.fold_in(key, i))
+
+        q_n, d_n = jax.lax.map(lambda xs: embed_chunk(params, xs[0], xs[1]), (parts, idx))
+        q_BxV, d_CxBxV = join(q_n, 0), join(d_n, 1)
+        (total, aux), (g_q, g_d) = jax.value_and_grad(loss_of, argnums=(1, 2), has_aux=True)(
+            params, q_BxV, d_CxBxV, micro.get("labels"), lam_d, lam_q)
+        g_q_n = jnp.moveaxis(g_q.reshape(chunk, n, -1), 1, 0)
+        g_d_n = jnp.moveaxis(g_d.reshape(g_d.shape[0], chunk, n, -1), 2, 0)
+
+        def backward(acc, xs):
+            part, i, gq, gd = xs
+            _, vjp = jax.vjp(lambda p: embed_chunk(p, part, i), params)
+            (g,) = vjp((gq, gd))
+            return jax.tree.map(jnp.add, acc, g), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        grads, _ = jax.lax.scan(backward, zeros, (parts, idx, g_q_n, g_d_n))
+        return (total, aux), grads
+
+    return grad_fn
+
+
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings: StepSettings):
     """The pure step. ``batch`` arrays carry a leading micro-batch axis (gradient accumulation)."""
-    loss_fn = make_loss_fn(graphdef, settings)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if settings.cached_mini_batch_size is None:
+        grad_fn = jax.value_and_grad(make_loss_fn(graphdef, settings), has_aux=True)
+    else:
+        grad_fn = make_cached_grad_fn(graphdef, settings, settings.cached_mini_batch_size)
     schedule = lr_schedule(settings)
 
     def train_step(state, batch):
@@ -174,8 +284,11 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, settings:
 # --------------------------------------------------------------------------- host side
 def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches: Sequence[Sequence[int]],
             max_query_length: int | None, max_document_length: int, pack_length: int | None = None,
-            row_multiple: int = 1) -> dict[str, np.ndarray]:
+            row_multiple: int = 1, labels: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
     """Tokenize the rows of each micro-batch into padded arrays (see module docstring).
+
+    ``labels``: one label per row (a float or a tuple of floats, ``PairDataset.labels``); they become
+    ``labels`` [A, B] or [A, B, K] float32.
 
     With ``pack_length`` the documents of a micro-batch (every column) are packed several to a row of that
     many tokens instead (``pack_*`` arrays: rows padded to a power of two that ``row_multiple`` divides,
@@ -205,6 +318,8 @@ def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches
         for b, ids in enumerate(q_ids_all[a]):
             out["query_ids"][a, b, :len(ids)] = ids
             out["query_mask"][a, b, :len(ids)] = 1
+    if labels is not None:
+        out["labels"] = np.asarray([[labels[i] for i in mb] for mb in micro_batches], np.float32)
     if pack_length is not None:
         out.update(pack_micro_batches(d_ids_all, min(pack_length, max_document_length), row_multiple))
         return out
@@ -349,6 +464,7 @@ class Trainer:
         self.encoder = encoder if encoder is not None else SparseEncoder.load(config.base_model)
         self.dataset = dataset if dataset is not None else training_data.load_pairs(config.train_data, config.columns)
         self.rows = [tuple(r) for r in self.dataset.rows]
+        self.labels = self.dataset.labels
         self.eval_fn = eval_fn
         self.plan = plan if plan is not None else self._make_plan()
         if not self.plan:
@@ -363,7 +479,13 @@ class Trainer:
             lambda_d=cfg.lambda_d, lambda_q=cfg.lambda_q, regularizer_schedule=cfg.regularizer_schedule,
             regularizer_warmup_ratio=cfg.regularizer_warmup_ratio, scale=cfg.scale,
             document_threshold=cfg.document_threshold, query_threshold=cfg.query_threshold,
-            document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout)
+            document_idf_weighting=cfg.document_idf_weighting, dropout=cfg.dropout,
+            loss=cfg.loss_spec_name(), loss_params=frozen_params(cfg.loss_params),
+            use_document_regularizer_only=cfg.use_document_regularizer_only,
+            cached_mini_batch_size=cfg.cached_mini_batch_size)
+        if cfg.use_document_regularizer_only:  # every column is a document: no query term (lambda_q ignored)
+            self.settings = dataclasses.replace(self.settings, lambda_q=None)
+        self._check_loss_inputs()
         shape = self.encoder.model.shape
         if shape != "inference_free" and cfg.document_idf_weighting:
             raise ValueError(f"config key 'document_idf_weighting' needs static query weights; "
@@ -379,6 +501,21 @@ class Trainer:
         self.max_query_length = cfg.max_query_length
         self.pack_length = (cfg.pack_length or self.max_document_length) if cfg.pack_documents else None
         self.row_multiple = 1
+
+    def _check_loss_inputs(self) -> None:
+        """The base loss against the data's columns and labels (jsplade.training.losses.LossSpec.check), before
+        any compute: a loss that needs labels given none, labels of the wrong length, too few columns."""
+        spec = BASE_LOSSES[self.settings.loss]
+        where = self.config.train_data or "the training data"
+        if not spec.needs_labels and self.labels is not None:  # as the reference: the loss ignores them
+            logger.info("%s takes no labels: column %r is not used", spec.name, self.dataset.label_column)
+            self.labels = None
+        try:
+            batch = min(self.config.batch_size, len(self.rows))
+            spec.check(len(self.rows[0]), None if self.labels is None else (batch, *self.dataset.label_shape),
+                       batch, self.encoder.model.vocab_size)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
     # ------------------------------------------------------------------ plan
     def _make_plan(self) -> list[list[list[int]]]:
@@ -437,7 +574,9 @@ class Trainer:
                 raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
             self.row_multiple = divisor
             state, state_shardings = sharding.shard_state(state, optimizer, self.mesh, model.logical_axes())
-            step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents)
+            label_shape = None if self.labels is None else self.dataset.label_shape
+            step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents,
+                                                label_ndim=None if label_shape is None else 2 + len(label_shape))
             place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
         else:
             step_fn = jax.jit(train_step, donate_argnums=0)
@@ -469,7 +608,8 @@ class Trainer:
             last = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
             for s in range(start, last):
                 batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length,
-                                pack_length=self.pack_length, row_multiple=self.row_multiple)
+                                pack_length=self.pack_length, row_multiple=self.row_multiple,
+                                labels=self.labels)
                 t0 = time.perf_counter()
                 state, metrics = step_fn(state, place(batch))
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -10,14 +10,20 @@ from helpers.fixtures import REPO
 SHAPES = ("inference_free", "symmetric", "asymmetric")
 BACKBONES = ("bert", "distilbert")
 MULTILINGUAL_BACKBONES = ("xlm_roberta",)  # the tiny Unigram tokenizer of helpers.xlmr_tokenizer
+SPARSE_BIAS_SHIFT = 1.0  # tiny BERT: about 100 active entries per document instead of ~28,000
 
 
-def build_st_sparse_encoder(folder: Path, backbone: str, shape: str, *, dropout: float = 0.1, seed: int = 0):
+def build_st_sparse_encoder(folder: Path, backbone: str, shape: str, *, dropout: float = 0.1, seed: int = 0,
+                            sparse: bool = False):
     """(the ST model, its saved directory): a 2-layer, hidden-32 random BERT or DistilBERT MLM over the
     uncased BERT vocabulary (or an XLM-RoBERTa MLM over ``helpers.xlmr_tokenizer``'s vocabulary), as an
     inference-free Router (static query weights | MLM + SpladePooling), a symmetric [MLMTransformer,
     SpladePooling] model or an asymmetric Router (a second random MLM of the same kind, with the log1p_relu
-    activation, on the query route)."""
+    activation, on the query route).
+
+    Random MLMs give dense vectors (nearly every vocabulary entry active). ``sparse``: the decoder bias is
+    lowered by ``SPARSE_BIAS_SHIFT`` so that a document activates a few dozen entries, as a trained SPLADE
+    model's do."""
     import torch
     from sentence_transformers.sparse_encoder import SparseEncoder as StSparseEncoder
     from sentence_transformers.sparse_encoder.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
@@ -51,6 +57,8 @@ def build_st_sparse_encoder(folder: Path, backbone: str, shape: str, *, dropout:
         with torch.no_grad():
             for p in mlm.parameters():
                 p.add_(torch.randn(p.shape) * 0.05)
+            if sparse:
+                mlm.get_output_embeddings().bias.sub_(SPARSE_BIAS_SHIFT)
         return mlm
 
     mlm = random_mlm()

@@ -202,3 +202,29 @@ def test_export_naming_outside_the_registry_is_refused_listing_the_known_ones(tm
     path = _write(tmp_path, f'[output]\nexport_naming = "{bogus}"\n')
     with pytest.raises(ValueError, match=f"{path}: config key 'export_naming'"):
         TrainConfig.from_file(path)
+
+
+def test_base_loss_and_its_parameters_from_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[loss_section]\nloss = "distill_kl"\nuse_document_regularizer_only = true\n'
+                    '[loss_params]\ntemperature = 1.0\n')
+    cfg = TrainConfig.from_file(path)
+    assert cfg.loss == "distill_kl" and cfg.loss_spec_name() == "SparseDistillKLDivLoss"
+    assert cfg.loss_params == {"temperature": 1.0} and cfg.use_document_regularizer_only
+    path.write_text('loss = "SparseCoSENTLoss"\nloss_params = { scale = 10.0, similarity_fct = "pairwise_dot_score" }\n')
+    assert TrainConfig.from_file(path).loss_params == {"scale": 10.0, "similarity_fct": "pairwise_dot_score"}
+    path.write_text('loss = "SparseMarginMSELoss"\n[loss_params]\ntemperature = 1.0\n')
+    with pytest.raises(ValueError, match=r"c.toml.*'loss'.*temperature"):
+        TrainConfig.from_file(path)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"loss": "InfoNCE"}, "InfoNCE.*SparseMultipleNegativesRankingLoss"),
+    ({"loss": "SparseDistillKLDivLoss", "loss_params": {"temperature": -1.0}}, "temperature"),
+    ({"loss_params": {"scale": 20.0}, "scale": 5.0}, "'scale' and 'loss_params.scale'"),
+    ({"cached_mini_batch_size": 0}, "'cached_mini_batch_size' must be >= 1"),
+    ({"cached_mini_batch_size": 8, "pack_documents": True}, "cannot be combined"),
+])
+def test_bad_loss_settings_are_refused_naming_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)

@@ -308,3 +308,38 @@ def test_total_steps_rules():
         total_steps(3, 4, 1, drop_last=True)
     with pytest.raises(TypeError, match="epochs"):
         total_steps(3, 1, 1.5)
+
+
+def test_labels_are_read_from_every_format(tmp_path):
+    """The first of label/labels/score/scores is the label column, in every file format; CSV cells hold a
+    number or a JSON list."""
+    for path in write_all_formats(tmp_path):
+        ds = load_pairs(path)
+        assert ds.label_column == "label" and ds.labels == (1.0, 0.0, 1.0) and ds.label_shape == (), path
+        np.testing.assert_array_equal(ds.label_array([2, 0]), np.asarray([1.0, 1.0], np.float32))
+    rows = [{"q": "a", "d": "b", "score": [1.5, -2.0], "label": 7}, {"q": "c", "d": "e", "score": [0.0, 3.25], "label": 8}]
+    ds = load_pairs(rows)
+    assert ds.columns == ("q", "d") and ds.label_column == "label"  # the reference's order of preference
+    ds = load_pairs([{k: v for k, v in r.items() if k != "label"} for r in rows])
+    assert ds.label_column == "score" and ds.label_shape == (2,)
+    assert ds.label_array([1, 0]).tolist() == [[0.0, 3.25], [1.5, -2.0]]
+    assert load_pairs(ds).labels == ds.labels  # re-validated PairDataset keeps its labels
+    path = tmp_path / "lists.csv"
+    path.write_text('q,d,scores\na,b,"[1, 2.5]"\nc,e,"[3, 4]"\n')
+    assert load_pairs(path).labels == ((1.0, 2.5), (3.0, 4.0))
+    assert load_pairs([("a", "b"), ("c", "d")]).labels is None
+
+
+@pytest.mark.parametrize("rows,match", [
+    ([{"q": "a", "d": "b", "label": 1.0}, {"q": "c", "d": "e"}], "row 1 has no 'label'"),
+    ([{"q": "a", "d": "b", "label": "high"}], "row 0, column 'label'.*not a number"),
+    ([{"q": "a", "d": "b", "label": True}], "must be numbers"),
+    ([{"q": "a", "d": "b", "label": float("nan")}], "not finite"),
+    ([{"q": "a", "d": "b", "label": []}], "empty"),
+    ([{"q": "a", "d": "b", "label": [1.0, 2.0]}, {"q": "c", "d": "e", "label": [1.0]}], "row 1.*1 labels, row 0 has 2"),
+    ([{"q": "a", "d": "b", "label": [1.0]}, {"q": "c", "d": "e", "label": 1.0}], "row 0's label is a list"),
+    ([{"q": "a", "d": "b", "label": [1.0, None]}], "must be numbers"),
+])
+def test_bad_labels_are_refused_naming_row_and_column(rows, match):
+    with pytest.raises(ValueError, match=match):
+        load_pairs(rows)

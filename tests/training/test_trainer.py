@@ -24,9 +24,9 @@ import pytest
 from flax import nnx
 from helpers.fixtures import SE_FIXTURES, max_rel
 from helpers.st_models import BACKBONES, SHAPES, build_st_sparse_encoder, st_encode
+from helpers.st_steps import grad_check, jsplade_loss_step, st_splade_step
 
 from jsplade import SparseEncoder
-from jsplade.backbones.bert import BERT
 from jsplade.backbones.gte import GTE
 from jsplade.backbones.params import flat_state_dict
 from jsplade.training.config import TrainConfig
@@ -49,22 +49,6 @@ def _hf_named(model, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _grad_check(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], floor: float = 0.0) -> None:
-    """Overall and per-tensor relative gradient errors; ``floor``: per-tensor norms below ``floor`` × the largest
-    tensor norm are measured against that instead (gradients that are zero in exact arithmetic)."""
-    assert set(got) == set(ref)
-    num = sum(float(np.sum((got[k].astype(np.float64) - ref[k]) ** 2)) for k in ref)
-    den = sum(float(np.sum(ref[k].astype(np.float64) ** 2)) for k in ref)
-    assert math.sqrt(num / den) <= 1e-5
-    largest = max(float(np.linalg.norm(v)) for v in ref.values())
-    for k in ref:
-        n = max(float(np.linalg.norm(ref[k])), floor * largest)
-        if n > 0:
-            assert np.linalg.norm(got[k] - ref[k]) / n <= 1e-4, k
-        else:
-            assert np.abs(got[k]).max() == 0, k
-
-
 @pytest.mark.parametrize("case", ["triplets", "pairs"])
 def test_splade_loss_terms_and_gradients(case):
     spec = LOSS[case]
@@ -83,7 +67,7 @@ def test_splade_loss_terms_and_gradients(case):
     with np.load(EXPECTED / "grads.npz") as f:
         ref = {k[len(prefix):]: f[k] for k in f.files if (k.startswith("pairs/") == (case == "pairs"))}
     got = _hf_named(enc.model, {k: np.asarray(v) for k, v in flat_state_dict(grads).items()})
-    _grad_check(got, ref)
+    grad_check(got, ref)
     # The query regularizer reaches the static weights: exactly the query tokens get a gradient.
     assert int(np.sum(got["query.weight"] != 0)) == spec["grad_query_weight_nonzero"]
 
@@ -343,50 +327,17 @@ def test_splade_loss_step_on_other_backbones_and_shapes_matches_sentence_transfo
     overall, ≤ 1e-4 per tensor; tensors whose reference gradient is below 1e-3 of the largest one, such as the
     attention key biases (zero in exact arithmetic: softmax ignores a per-row constant), are compared to the
     largest norm instead). A symmetric or asymmetric model's query regularizer acts on its MLM query vectors."""
-    import re
-
-    import torch
-    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss
 
     st, folder = build_st_sparse_encoder(tmp_path, backbone, shape, dropout=0.0)
     rows = [("what is the capital of france", "paris is the capital of france", "berlin is in germany"),
             ("red planet", "mars is known as the red planet", "the moon has no air"),
             ("sparse retrieval", "splade builds sparse vectors of vocabulary weights", "a cat sat on a mat")]
     lam_d, lam_q = 3e-3, 5e-3  # large enough for the regularizers to weigh in the gradients
-    st.train()
-    loss = SpladeLoss(st, SparseMultipleNegativesRankingLoss(st), document_regularizer_weight=lam_d,
-                      query_regularizer_weight=lam_q)
-    features = [st.preprocess([r[c] for r in rows], task="query" if c == 0 else "document") for c in range(3)]
-    ref_terms = loss(features, None)
-    sum(ref_terms.values()).backward()
-    ref_grads = {}
-    for name, p in st.named_parameters():
-        hf = re.match(r"^(?:.*\.)?model\.(.*)$", name)
-        key = ("query.weight" if name.endswith("query.0.weight") else
-               "query_mlm." + hf.group(1) if ".sub_modules.query." in name else hf.group(1))
-        ref_grads[key] = p.grad.numpy().astype(np.float64)
-
+    ref_terms, ref_grads, features = st_splade_step(st, rows, SparseMultipleNegativesRankingLoss(st),
+                                                    lam_d=lam_d, lam_q=lam_q)
     enc = SparseEncoder.from_pretrained(folder)
-    micro = {k: v[0] for k, v in collate(enc, rows, [list(range(len(rows)))], None, 512).items()}
-    # The same token ids, padded as sentence-transformers padded them (its document columns share one width).
-    # Another padding width moves these gradients by up to 6e-4 relative, and the cause is measured: a few
-    # vocabulary entries whose two largest token logits are ~1 ulp apart (e.g. 0.23976727 vs 0.2397673), so
-    # float noise picks which token max pooling sends the gradient to. Zeroing the cotangent on those entries
-    # brings padded and unpadded gradients to 4e-7. Both routings are exact gradients; the reference's padding
-    # is used so that the comparison is of the same tie-breaks.
-    width = max(f["input_ids"].shape[1] for f in features[1:])
-    pad = [np.pad(f[k].numpy().astype(np.int32), ((0, 0), (0, width - f[k].shape[1]))) for f in features[1:]
-           for k in ("input_ids", "attention_mask")]
-    np.testing.assert_array_equal(micro["doc_ids"][0][:, :width], pad[0])  # collate tokenized them the same way
-    micro["doc_ids"], micro["doc_mask"] = np.stack(pad[0::2]), np.stack(pad[1::2])
-    q = features[0]
-    micro["query_ids"], micro["query_mask"] = (q["input_ids"].numpy().astype(np.int32),
-                                               q["attention_mask"].numpy().astype(np.int32))
-    graphdef, params = nnx.split(enc.model, nnx.Param)
-    settings = StepSettings(total_steps=1, learning_rate=0.0, warmup_steps=0, lambda_d=0.0, lambda_q=0.0,
-                            regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3, dropout=False)
-    (_, (terms, _)), grads = jax.value_and_grad(make_loss_fn(graphdef, settings), has_aux=True)(
-        params, micro, None, lam_d, lam_q)
+    terms, got = jsplade_loss_step(enc, rows, features, lam_d=lam_d, lam_q=lam_q)
     # The cross-entropy's float32 error scales with its logits, the scores: with MLM queries on these random
     # models they reach ~1e3 (base loss ~80), and one ulp of such a score is ~1e-4 of the loss. So the base
     # loss is held to 1e-5 of the largest |score| (bert-symmetric: 1.1e-3 apart at a loss of 81), the
@@ -394,19 +345,10 @@ def test_splade_loss_step_on_other_backbones_and_shapes_matches_sentence_transfo
     q_ref, d_ref = st_encode(st, [r[0] for r in rows], [r[c] for c in (1, 2) for r in rows])
     score_scale = float(np.abs(q_ref.astype(np.float64) @ d_ref.T.astype(np.float64)).max())
     for name, ref in ref_terms.items():
-        ref = float(ref)
         scale = max(abs(ref), score_scale) if name == "base_loss" else abs(ref)
-        assert abs(float(terms[name]) - ref) <= 1e-5 * scale, (name, float(terms[name]), ref, scale)
-    flat = {k: np.asarray(v) for k, v in flat_state_dict(grads).items()}
-    got = BERT.params_to_hf({k[len("mlm."):]: v for k, v in flat.items() if k.startswith("mlm.")}, enc.model.mlm.config)
-    if shape == "inference_free":
-        got["query.weight"] = flat["query.weight"]
-    if shape == "asymmetric":
-        query_hf = BERT.params_to_hf({k[len("query_mlm."):]: v for k, v in flat.items() if k.startswith("query_mlm.")},
-                                     enc.model.query_mlm.config)
-        got.update({"query_mlm." + k: v for k, v in query_hf.items()})
+        assert abs(terms[name] - ref) <= 1e-5 * scale, (name, terms[name], ref, scale)
     assert set(got) == set(ref_grads)
-    _grad_check(got, ref_grads, floor=1e-3)
+    grad_check(got, ref_grads, floor=1e-3)
 
 
 def test_distilbert_config_trains_a_distilbert_inference_free_model(tmp_path):
