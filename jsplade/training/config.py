@@ -58,6 +58,8 @@ class TrainConfig:
     sampler_seed: int | None = None            # default: seed
     drop_last: bool = False
     replay_batches: str | None = None          # JSON file: [[row, …], …] one list per optimizer step
+    streaming: bool = False                    # read train_data lazily (shards: a directory, glob or file); needs max_steps
+    shuffle_buffer_size: int = 10000           # streaming: rows shuffled (and de-duplicated) together
     # --- compute
     mesh: str | None = None                    # None: one device; "auto" or "data=2,fsdp=2,tensor=2" (jsplade.training.sharding)
     compute_dtype: str = "float32"             # "float32" | "bfloat16" (float32 master weights)
@@ -150,7 +152,7 @@ class TrainConfig:
             if f.name == "extra":
                 continue
             _check_type(f.name, getattr(self, f.name), hints[f.name])
-        positive = ("batch_size", "epochs", "grad_accum_steps", "log_every", "keep_checkpoints")
+        positive = ("batch_size", "epochs", "grad_accum_steps", "log_every", "keep_checkpoints", "shuffle_buffer_size")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r} must be >= 1, got {getattr(self, key)!r}")
@@ -185,6 +187,9 @@ class TrainConfig:
             raise ValueError(f"config key 'loss' / 'loss_params': {exc}") from None
         if "scale" in self.loss_params and self.scale != 1.0 and self.loss_spec_name() == "SparseMultipleNegativesRankingLoss":
             raise ValueError("config keys 'scale' and 'loss_params.scale' both set the ranking loss's scale; give one")
+        if self.streaming and self.shuffle_buffer_size < self.batch_size:
+            raise ValueError(f"config key 'shuffle_buffer_size' ({self.shuffle_buffer_size}) must be >= batch_size "
+                             f"({self.batch_size})")
         if self.cached_mini_batch_size is not None and self.pack_documents:
             raise ValueError("config keys 'cached_mini_batch_size' and 'pack_documents' cannot be combined: the cached "
                              "step embeds mini-batches of rows, packing mixes rows")

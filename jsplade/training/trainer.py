@@ -40,7 +40,7 @@ from jsplade.splade.encoder import SparseEncoder
 from jsplade.splade.packing import pack_documents
 from jsplade.splade.static_embedding import query_presence
 from jsplade.training import data as training_data
-from jsplade.training import sharding
+from jsplade.training import sharding, streaming
 from jsplade.training.config import TrainConfig
 from jsplade.training.losses import BASE_LOSSES, splade_loss
 from jsplade.training.metrics import MetricsLog
@@ -371,8 +371,10 @@ def flat_to_tree(flat: dict[str, Any], like, keep_arrays: bool = False) -> Any:
     return jax.tree_util.tree_unflatten(treedef, [conv(flat[jax.tree_util.keystr(p)]) for p, _ in leaves])
 
 
-def save_state(ckpt: CheckpointSteps, state, step: int, total_steps: int, force: bool = False) -> None:
-    """Write a train state as checkpoint ``step`` (flat params, flat optimizer state, progress JSON)."""
+def save_state(ckpt: CheckpointSteps, state, step: int, total_steps: int, force: bool = False,
+               data_state: dict[str, Any] | None = None) -> None:
+    """Write a train state as checkpoint ``step`` (flat params, flat optimizer state, progress JSON; with
+    ``data_state``, the position in streamed training data after this step, in the progress JSON)."""
     if jax.process_count() == 1:
         host = jax.device_get(state)  # a host copy: the next step donates the device buffers
         params = to_numpy_flat(flat_state_dict(host["params"]))
@@ -383,14 +385,18 @@ def save_state(ckpt: CheckpointSteps, state, step: int, total_steps: int, force:
         opt = tree_to_flat(state["opt"])
         rng = np.asarray(jax.device_get(state["rng"])).tolist()
     progress = {"step": int(step), "total_steps": int(total_steps), "rng": rng}
+    if data_state is not None:
+        progress["data_state"] = data_state
     ckpt.save(step, params, opt_state=opt, progress=progress, force=force)
     if jax.process_count() > 1:
         ckpt.wait()
 
 
-def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, step: int | None = None):
+def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, step: int | None = None,
+                  with_progress: bool = False):
     """Restore the latest (or ``step``) checkpoint into the structure — and, with ``mesh``, the shardings —
-    of ``template`` (a freshly initialised train state). A checkpoint from another mesh shape restores fine."""
+    of ``template`` (a freshly initialised train state). A checkpoint from another mesh shape restores fine.
+    Returns (state, step), or (state, step, progress JSON) ``with_progress``."""
     sharded = mesh is not None
 
     def abstract(x):
@@ -416,7 +422,7 @@ def restore_state(ckpt: CheckpointSteps, template, total_steps: int, mesh=None, 
         rep = sharding.replicated(mesh)
         new["step"] = jax.device_put(new["step"], rep)
         new["rng"] = jax.device_put(new["rng"], rep)
-    return new, done
+    return (new, done, progress) if with_progress else (new, done)
 
 
 def _group_micro_batches(batches: Sequence[Sequence[int]], per_step: int) -> list[list[list[int]]]:
@@ -462,14 +468,21 @@ class Trainer:
             raise ValueError("config key 'base_model' is empty: give a SparseEncoder directory, a jsplade "
                              "checkpoint directory or a hub id")
         self.encoder = encoder if encoder is not None else SparseEncoder.load(config.base_model)
-        self.dataset = dataset if dataset is not None else training_data.load_pairs(config.train_data, config.columns)
-        self.rows = [tuple(r) for r in self.dataset.rows]
-        self.labels = self.dataset.labels
         self.eval_fn = eval_fn
-        self.plan = plan if plan is not None else self._make_plan()
-        if not self.plan:
-            raise ValueError("the training plan is empty (no optimizer steps)")
-        self.total_steps = len(self.plan)
+        self.stream = None
+        if config.streaming:
+            self._open_stream(dataset, plan)
+        else:
+            self.dataset = dataset if dataset is not None else training_data.load_pairs(config.train_data,
+                                                                                       config.columns)
+            self.rows = [tuple(r) for r in self.dataset.rows]
+            self.labels = self.dataset.labels
+            self.label_shape = self.dataset.label_shape
+            self.label_column = self.dataset.label_column
+            self.plan = plan if plan is not None else self._make_plan()
+            if not self.plan:
+                raise ValueError("the training plan is empty (no optimizer steps)")
+        self.total_steps = len(self.plan) if self.stream is None else config.max_steps
         self.output_dir = Path(config.output_dir)
         cfg = config
         self.settings = StepSettings(
@@ -507,15 +520,61 @@ class Trainer:
         any compute: a loss that needs labels given none, labels of the wrong length, too few columns."""
         spec = BASE_LOSSES[self.settings.loss]
         where = self.config.train_data or "the training data"
-        if not spec.needs_labels and self.labels is not None:  # as the reference: the loss ignores them
-            logger.info("%s takes no labels: column %r is not used", spec.name, self.dataset.label_column)
-            self.labels = None
+        if not spec.needs_labels and self.label_shape is not None:  # as the reference: the loss ignores them
+            logger.info("%s takes no labels: column %r is not used", spec.name, self.label_column)
+            self.labels, self.label_shape = None, None
+        n_columns = len(self.stream.columns) if self.stream is not None else len(self.rows[0])
+        batch = self.config.batch_size if self.stream is not None else min(self.config.batch_size, len(self.rows))
         try:
-            batch = min(self.config.batch_size, len(self.rows))
-            spec.check(len(self.rows[0]), None if self.labels is None else (batch, *self.dataset.label_shape),
-                       batch, self.encoder.model.vocab_size)
+            spec.check(n_columns, None if self.label_shape is None else (batch, *self.label_shape), batch,
+                       self.encoder.model.vocab_size)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+
+    # ------------------------------------------------------------------ streamed data
+    def _open_stream(self, dataset, plan) -> None:
+        """``streaming``: batches read lazily from ``train_data`` (jsplade.training.streaming), one process's
+        rows each; the stream's position after each checkpointed step is saved with it."""
+        cfg = self.config
+        if dataset is not None or plan is not None or cfg.replay_batches:
+            raise ValueError("config key 'streaming' reads train_data lazily: a dataset, plan or replay_batches "
+                             "cannot be given with it")
+        if cfg.max_steps is None:
+            raise ValueError("config key 'streaming' needs 'max_steps': streamed data is not counted up front, so "
+                             "the run's length (and its learning-rate and regularizer schedules) is given in steps")
+        if cfg.grad_accum_steps > 1 and not cfg.drop_last:
+            raise ValueError("config keys 'streaming' with 'grad_accum_steps' > 1 need 'drop_last' = true (the "
+                             "micro-batches of a step must have one size)")
+        if jax.process_count() > 1:
+            raise ValueError("config key 'streaming' runs on one process for now (several processes would each "
+                             "read their own rows and need fixed padded lengths)")
+        self.stream = streaming.StreamingBatches(cfg.train_data, cfg.batch_size, seed=self._sampler_seed(),
+                                                 buffer_size=cfg.shuffle_buffer_size, columns=cfg.columns,
+                                                 drop_last=cfg.drop_last)
+        self.label_column = self.stream.label_column
+        self.label_shape = None
+        if self.label_column is not None:  # the first row's label: every later row must have its kind and length
+            first = next(iter(self.stream.reader.iter_rows()), None)
+            if first is not None:
+                self.label_shape = (len(first.label),) if isinstance(first.label, tuple) else ()
+        self.labels = None
+
+    def _sampler_seed(self) -> int:
+        return self.config.seed if self.config.sampler_seed is None else self.config.sampler_seed
+
+    def _next_step_data(self, s: int):
+        """(rows, micro-batches as row-index lists, labels or None, the ``indices`` metric) of step ``s``."""
+        if self.stream is None:
+            return self.rows, self.plan[s], self.labels, [list(b) for b in self.plan[s]]
+        rows, labels, micro, ids = [], [], [], []
+        for _ in range(self.config.grad_accum_steps):
+            b = next(self.stream)
+            micro.append(list(range(len(rows), len(rows) + len(b))))
+            rows.extend(b.rows)
+            labels.extend(b.labels or ())
+            ids.append([list(i) for i in b.ids])
+        use_labels = labels if self.label_shape is not None else None
+        return rows, micro, use_labels, ids
 
     # ------------------------------------------------------------------ plan
     def _make_plan(self) -> list[list[list[int]]]:
@@ -570,11 +629,15 @@ class Trainer:
         if cfg.mesh is not None:
             self.mesh = sharding.make_mesh(cfg.mesh)
             divisor = sharding.batch_divisor(self.mesh)
-            if any(len(mb) % divisor for step in self.plan for mb in step):
+            sizes = [self.config.batch_size] if self.stream is not None else [len(mb) for st in self.plan for mb in st]
+            if self.stream is not None and not self.config.drop_last:
+                raise ValueError("config key 'streaming' on a mesh needs 'drop_last' = true (every batch divisible "
+                                 f"by data x fsdp = {divisor})")
+            if any(n % divisor for n in sizes):
                 raise ValueError(f"batch size must be divisible by data x fsdp = {divisor} of mesh {cfg.mesh!r}")
             self.row_multiple = divisor
             state, state_shardings = sharding.shard_state(state, optimizer, self.mesh, model.logical_axes())
-            label_shape = None if self.labels is None else self.dataset.label_shape
+            label_shape = self.label_shape
             step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents,
                                                 label_ndim=None if label_shape is None else 2 + len(label_shape))
             place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
@@ -607,14 +670,14 @@ class Trainer:
         try:
             last = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
             for s in range(start, last):
-                batch = collate(self.encoder, self.rows, self.plan[s], self.max_query_length, self.max_document_length,
-                                pack_length=self.pack_length, row_multiple=self.row_multiple,
-                                labels=self.labels)
+                rows, micro, labels, indices = self._next_step_data(s)
+                batch = collate(self.encoder, rows, micro, self.max_query_length, self.max_document_length,
+                                pack_length=self.pack_length, row_multiple=self.row_multiple, labels=labels)
                 t0 = time.perf_counter()
                 state, metrics = step_fn(state, place(batch))
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 metrics["step_seconds"] = time.perf_counter() - t0
-                metrics["indices"] = [list(b) for b in self.plan[s]]
+                metrics["indices"] = indices
                 if not math.isfinite(metrics["total"]):
                     log.log(s, metrics)
                     raise TrainingDivergedError(
@@ -661,10 +724,17 @@ class Trainer:
         return multihost_utils.process_allgather(params, tiled=True)
 
     def _save(self, ckpt: CheckpointSteps, state, step: int, force: bool = False) -> None:
-        save_state(ckpt, state, step, self.total_steps, force=force)
+        data_state = None if self.stream is None else self.stream.state()
+        save_state(ckpt, state, step, self.total_steps, force=force, data_state=data_state)
 
     def _restore(self, ckpt: CheckpointSteps, state):
-        return restore_state(ckpt, state, self.total_steps, self.mesh)
+        state, done, progress = restore_state(ckpt, state, self.total_steps, self.mesh, with_progress=True)
+        if self.stream is not None:
+            if "data_state" not in progress:
+                raise ValueError(f"{ckpt.dir}: checkpoint {done} has no position in the streamed data (written by a "
+                                 "run without 'streaming'); use another output_dir or resume = false")
+            self.stream = streaming.StreamingBatches.from_state(self.config.train_data, progress["data_state"])
+        return state, done
 
     def _write_run_files(self) -> None:
         cfg = self.config
