@@ -5,6 +5,7 @@ so are its numerical checks (on CPU the cuDNN request runs the blockwise kernel 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,14 @@ def test_a_ceiling_is_the_rate_that_a_1_5x_ratio_needs():
     assert (ceiling["xla_product_gflops"], ceiling["needed_over_xla"]) == (250.0, 1.2)
     assert (ceiling["torch_product_gflops"], ceiling["needed_over_torch"]) == (300.0, 1.0)
     assert run_benchmarks.a_ceiling({"a": {"jsplade": {"failed": True}}, "g": results["g"]}) is None
+
+
+def test_cached_step_bench_runs_one_row_at_toy_size():
+    """bench/cached_step.py's per-row worker (what the BENCHMARKS row runs at batch 4096) at batch 8."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "cached_step.py"), "--one", "cached", "8", "4"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (row["mode"], row["batch"], row["mini_batch"]) == ("cached", 8, 4)
+    assert row["peak_mb"] >= row["before_step_peak_mb"] > 0 and row["xla_temp_mb"] > 0
+    assert math.isfinite(row["loss"]) and row["loss"] > 0
