@@ -3,7 +3,9 @@
 LIMIT documents read ``"<First Last> likes A, B, ... and Z."`` and its queries ``"Who likes X?"``.
 ``generate_limit_pairs`` writes pairs of that shape using ONLY items that no LIMIT query asks for
 (the non-query pool: the strings of ``items.json`` that are not a query item), so that training on them
-never shows the model an evaluation query item.
+never shows the model an evaluation query item; ``generate_limit_corpus`` builds a whole retrieval data set
+(corpus, queries, complete judgements) from the same pool, for mining training rows
+(``jsplade.retrieval.mining``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from jsplade.files import atomic_write_text, read_json
+from jsplade.retrieval.beir import BeirDataset
 
 __all__ = ["LimitPaths", "limit_paths", "load_items", "query_items", "non_query_pool", "generate_limit_pairs",
-           "format_document", "write_pairs_jsonl", "FIRST_NAMES", "LAST_NAMES"]
+           "generate_limit_corpus", "format_document", "write_pairs_jsonl", "FIRST_NAMES", "LAST_NAMES"]
 
 _QUERY_RE = re.compile(r"Who likes (.+)\?")
 
@@ -247,6 +250,49 @@ def generate_limit_pairs(items: str | Path | Sequence[str], limit_queries: str |
             row[f"negative_{j + 1}"] = format_document(next(person), pool_arr[neg], serial_comma)
         rows.append(row)
     return rows
+
+
+def generate_limit_corpus(items: str | Path | Sequence[str], limit_queries: str | Path | Sequence[str | Path],
+                          n_documents: int, items_per_doc: tuple[int, int] = (12, 18), seed: int = 0,
+                          exclude_items: Iterable[str] = (), serial_comma: bool = False) -> BeirDataset:
+    """A LIMIT-style retrieval data set built only from non-query items (see ``generate_limit_pairs``).
+
+    * Corpus: ``n_documents`` documents ``"<First Last> likes A, B and C."`` with ids ``doc00000``, ... (zero
+      padded: string order = number order); each lists n distinct pool items in random order, n drawn uniformly
+      from ``items_per_doc`` (inclusive). People are distinct while there are enough names (10,000).
+    * Queries: ``"Who likes X?"`` for every pool item X that some document lists, ids ``q0000``, ... in pool
+      order.
+    * Judgements: complete by construction: query X has score 1 for exactly the documents that list X.
+    * Deterministic for a given ``seed`` (numpy PCG64).
+    """
+    n_documents = _check_count(n_documents, "n_documents", 1)
+    seed = _check_count(seed, "seed", 0)
+    if (not isinstance(items_per_doc, (tuple, list)) or len(items_per_doc) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in items_per_doc)):
+        raise ValueError(f"items_per_doc must be a pair of integers (lo, hi), got {items_per_doc!r}")
+    lo, hi = int(items_per_doc[0]), int(items_per_doc[1])
+    pool = non_query_pool(items, limit_queries, exclude_items)
+    if not 1 <= lo <= hi <= len(pool):
+        raise ValueError(f"items_per_doc {items_per_doc!r} must satisfy 1 <= lo <= hi <= {len(pool)} "
+                         "(the non-query pool size)")
+    rng = np.random.default_rng(seed)
+    grid = len(FIRST_NAMES) * len(LAST_NAMES)
+    people = rng.choice(grid, size=n_documents, replace=n_documents > grid)
+    width = len(str(n_documents - 1))
+    corpus: dict[str, str] = {}
+    listed_by: dict[int, list[str]] = {}
+    for i, p in enumerate(people):
+        doc_id = f"doc{i:0{width}d}"
+        liked = rng.choice(len(pool), size=int(rng.integers(lo, hi + 1)), replace=False)
+        name = f"{FIRST_NAMES[p // len(LAST_NAMES)]} {LAST_NAMES[p % len(LAST_NAMES)]}"
+        corpus[doc_id] = format_document(name, [pool[j] for j in liked], serial_comma)
+        for j in liked:
+            listed_by.setdefault(int(j), []).append(doc_id)
+    asked = sorted(listed_by)
+    qwidth = len(str(max(len(asked) - 1, 0)))
+    queries = {f"q{n:0{qwidth}d}": f"Who likes {pool[j]}?" for n, j in enumerate(asked)}
+    qrels = {qid: {doc_id: 1 for doc_id in listed_by[j]} for qid, j in zip(queries, asked)}
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
 
 
 def write_pairs_jsonl(path: str | Path, rows: Sequence[dict[str, str]]) -> None:

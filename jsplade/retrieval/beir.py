@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
-__all__ = ["BeirDataset", "load_beir", "find_data_file"]
+from jsplade.files import atomic_directory
+
+__all__ = ["BeirDataset", "load_beir", "find_data_file", "write_beir"]
 
 
 @dataclass(frozen=True)
@@ -249,3 +251,23 @@ def load_beir(folder: str | Path, split: str = "test",
     queries = _read_queries(find_data_file(folder, "queries.jsonl"))
     qrels = _read_qrels(_qrels_path(folder, split), corpus, queries, on_unknown)
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def write_beir(folder: str | Path, dataset: BeirDataset, overwrite: bool = False) -> Path:
+    """Write ``dataset`` as a folder ``load_beir`` reads: ``corpus.jsonl`` (``_id``, ``title`` "", ``text``),
+    ``queries.jsonl`` and ``qrels.jsonl`` (MTEB layout, every judgement with its score), in the dataset's
+    order. The folder appears complete or not at all (``jsplade.files.atomic_directory``); an existing one is
+    refused unless ``overwrite``."""
+    with atomic_directory(folder, overwrite=overwrite) as tmp:
+        with open(tmp / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
+            for cid, text in dataset.corpus.items():
+                f.write(json.dumps({"_id": cid, "title": "", "text": text}, ensure_ascii=False) + "\n")
+        with open(tmp / "queries.jsonl", "w", encoding="utf-8", newline="\n") as f:
+            for qid, text in dataset.queries.items():
+                f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+        with open(tmp / "qrels.jsonl", "w", encoding="utf-8", newline="\n") as f:
+            for qid, judged in dataset.qrels.items():
+                for cid, score in judged.items():
+                    f.write(json.dumps({"query-id": qid, "corpus-id": cid, "score": score}, ensure_ascii=False)
+                            + "\n")
+    return Path(folder)
