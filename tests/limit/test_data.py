@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jsplade.limit.data import (FIRST_NAMES, LAST_NAMES, format_document, generate_limit_pairs, limit_paths,
-                                load_items, non_query_pool, query_items, write_pairs_jsonl)
+from jsplade.limit.data import (FIRST_NAMES, LAST_NAMES, format_document, generate_limit_corpus, generate_limit_pairs,
+                                limit_paths, load_items, non_query_pool, query_items, write_pairs_jsonl)
 
 PATHS = limit_paths()
 LIMIT_QUERIES = PATHS.limit / "queries.jsonl"
@@ -147,3 +147,25 @@ def test_many_pairs_and_word_overlap_negatives():
         x_words = set(x.lower().split())
         shared += any(x_words & set(it.lower().split()) for it in neg_items)
     assert shared / len(rows) > 0.3  # the pool has a word-sharing item for many (not all) X
+
+
+def test_limit_corpus_has_complete_judgements_and_no_query_item():
+    both = [LIMIT_QUERIES, PATHS.limit_small / "queries.jsonl"]
+    data = generate_limit_corpus(PATHS.items, both, n_documents=120, items_per_doc=(3, 9), seed=5)
+    pool = set(non_query_pool(PATHS.items, both))
+    assert list(data.corpus) == [f"doc{i:03d}" for i in range(120)]
+    liked = {}
+    for doc_id, text in data.corpus.items():
+        name, items = parse_document(text)
+        assert name in NAMES and 3 <= len(items) <= 9 and len(set(items)) == len(items) and set(items) <= pool
+        liked[doc_id] = set(items)
+    asked = [re.fullmatch(r"Who likes (.+)\?", q).group(1) for q in data.queries.values()]
+    assert set(asked) == set().union(*liked.values()) and len(set(asked)) == len(asked)
+    for qid, x in zip(data.queries, asked):   # every document that lists X, and only those, is relevant
+        assert data.qrels[qid] == {d: 1 for d in data.corpus if x in liked[d]}
+    assert generate_limit_corpus(PATHS.items, both, 120, (3, 9), seed=5) == data
+    assert generate_limit_corpus(PATHS.items, both, 120, (3, 9), seed=6) != data
+    with pytest.raises(ValueError, match="items_per_doc"):
+        generate_limit_corpus(PATHS.items, both, 10, (5, 500))
+    with pytest.raises(ValueError, match="n_documents"):
+        generate_limit_corpus(PATHS.items, both, 0)

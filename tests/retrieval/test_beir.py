@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers.fixtures import SE_FIXTURES
-from jsplade.retrieval.beir import load_beir
+from jsplade.retrieval.beir import BeirDataset, load_beir, write_beir
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -166,3 +166,15 @@ def test_empty_query_encodes_to_zero_vector(tmp_path):
     assert rows.shape == (2, enc.vocab_size)
     assert rows[1].nnz == 0 or not np.any(rows[1].toarray())
     assert rows[0].nnz > 0
+
+
+def test_write_beir_round_trip(tmp_path):
+    data = BeirDataset(corpus={"b": "Zoë likes Crêpes.", "a": ""}, queries={"q2": "Who likes Crêpes?", "q1": "?"},
+                       qrels={"q2": {"b": 1, "a": 0}})
+    folder = write_beir(tmp_path / "set", data)
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus.jsonl", "qrels.jsonl", "queries.jsonl"]
+    assert load_beir(folder) == data and list(load_beir(folder).corpus) == ["b", "a"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_beir(folder, data)
+    write_beir(folder, BeirDataset({"c": "x"}, {"q": "x"}, {"q": {"c": 1}}), overwrite=True)
+    assert load_beir(folder).corpus == {"c": "x"}
