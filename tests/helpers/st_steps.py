@@ -37,7 +37,7 @@ def st_loss_step(st, loss, rows, labels=None):
     ref_labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.float32)
     terms = loss(features, ref_labels)
     sum(terms.values()).backward()
-    return {k: float(v) for k, v in terms.items()}, reference_grads(st), features
+    return {k: float(v.detach()) for k, v in terms.items()}, reference_grads(st), features
 
 
 def reference_grads(st):
