@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 
 LOG_FORMAT = "%(levelname)s %(message)s"
 
@@ -51,3 +52,15 @@ def _unquiet_libraries() -> None:
 def error_line(exc: BaseException) -> str:
     """The exception's message on one line (hub errors span several)."""
     return re.sub(r"\s*\n\s*", " ", str(exc)).strip() or type(exc).__name__
+
+
+def run_program(prog: str, parser: argparse.ArgumentParser, run, argv: list[str] | None) -> int:
+    """Parse ``argv`` with ``parser`` (``--verbose`` from ``add_verbose_flag``), set up logging and call
+    ``run(args)``; bad input (ValueError, TypeError, OSError) is one line ``PROG: error: …`` and exit code 2."""
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return run(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        return 2

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from jsplade.cli.common import add_verbose_flag, error_line, setup_logging
+from jsplade.cli.common import add_verbose_flag, run_program
 from jsplade.cli.index import AUTO_PROGRESS_TEXTS, load_encoder
 
 PROG = "jsplade-eval"
@@ -295,13 +295,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the program; returns the exit code (0 success, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return run(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"{PROG}: error: {error_line(exc)}", file=sys.stderr)
-        return 2
+    return run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -202,19 +202,7 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
         raise TypeError(f"source must be a file path or an iterable of rows, got {type(source).__name__}")
     else:
         raw_rows, where = list(source), "training data"
-    if columns is not None:
-        if isinstance(columns, str) or not isinstance(columns, Sequence):
-            raise TypeError(f"columns must be a list of column names, got {type(columns).__name__}")
-        columns = list(columns)
-        for name in columns:
-            if not isinstance(name, str):
-                raise TypeError(f"columns must hold strings, got {name!r}")
-        if len(set(columns)) != len(columns):
-            raise ValueError(f"columns {columns} name a column twice")
-        bad = [c for c in columns if c in LABEL_COLUMNS]
-        if bad:
-            raise ValueError(f"columns {bad} are label/metadata columns, not texts: the label column is found by "
-                             f"name (the first of {list(LABEL_SOURCES)} in the data)")
+    columns = check_columns(columns)
     if not raw_rows:
         raise ValueError(f"{where}: the dataset is empty")
 
@@ -270,6 +258,25 @@ def load_pairs(source: str | Path | PairDataset | Iterable[Any], columns: Sequen
         rows.append(tuple(values))
     return PairDataset(columns=tuple(names), routes=_routes(names, router_mapping, where), rows=tuple(rows),
                        labels=tuple(labels) if label_column is not None else None, label_column=label_column)
+
+
+def check_columns(columns: Sequence[str] | None) -> list[str] | None:
+    """A ``columns`` argument as a list of distinct text-column names (None stays None)."""
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not isinstance(columns, Sequence):
+        raise TypeError(f"columns must be a list of column names, got {type(columns).__name__}")
+    columns = list(columns)
+    for name in columns:
+        if not isinstance(name, str):
+            raise TypeError(f"columns must hold strings, got {name!r}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"columns {columns} name a column twice")
+    bad = [c for c in columns if c in LABEL_COLUMNS]
+    if bad:
+        raise ValueError(f"columns {bad} are label/metadata columns, not texts: the label column is found by "
+                         f"name (the first of {list(LABEL_SOURCES)} in the data)")
+    return columns
 
 
 def _read_label(value: Any, where: str, i: int, column: str, first: Any) -> float | tuple[float, ...]:

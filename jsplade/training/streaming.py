@@ -95,7 +95,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from jsplade.training.data import LABEL_COLUMNS, _default_names
+from jsplade.training.data import LABEL_COLUMNS, _default_names, check_columns
 from jsplade.training.schedules import check_int
 
 __all__ = ["list_shards", "ShardReader", "StreamRow", "StreamBatch", "StreamingBatches", "count_rows",
@@ -362,7 +362,7 @@ class ShardReader:
             raise ValueError(f"process_index {process_index} must be < process_count {process_count}")
         if assignment not in ("auto", "shard", "row"):
             raise ValueError(f"assignment must be 'auto', 'shard' or 'row', got {assignment!r}")
-        self.requested_columns = _check_columns(columns)
+        self.requested_columns = check_columns(columns)
         self.shards = list_shards(source)
         self.kinds = [_kind(p) or "arrow" for p in self.shards]  # datasets folders hold .arrow files
         S, P = len(self.shards), self.process_count
@@ -593,23 +593,6 @@ class ShardReader:
 def _label_column(names: Sequence[str]) -> str | None:
     """The first of ``LABEL_NAMES`` among ``names`` (the reference collator's order of preference)."""
     return next((c for c in LABEL_NAMES if c in names), None)
-
-
-def _check_columns(columns: Sequence[str] | None) -> list[str] | None:
-    if columns is None:
-        return None
-    if isinstance(columns, str) or not isinstance(columns, Sequence):
-        raise TypeError(f"columns must be a list of column names, got {type(columns).__name__}")
-    columns = list(columns)
-    for name in columns:
-        if not isinstance(name, str):
-            raise TypeError(f"columns must hold strings, got {name!r}")
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"columns {columns} name a column twice")
-    bad = [c for c in columns if c in LABEL_COLUMNS]
-    if bad:
-        raise ValueError(f"columns {bad} are label/metadata columns (labels are split off by themselves)")
-    return columns
 
 
 def _parse_json(line: str, path: Path, line_no: int, r: int) -> Any:
