@@ -67,3 +67,34 @@ class ComputeOptions:
     @property
     def lax_precision(self):
         return _PRECISIONS[self.precision] if self.dtype == "float32" else None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags of this machine (Linux ``/proc/cpuinfo``; empty where it is not readable)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def inference_dtype(platform: str | None = None, flags: set[str] | None = None) -> tuple[str, str]:
+    """(compute dtype, reason) for encoding on this machine's default backend.
+
+    GPUs and TPUs: "bfloat16" (their matrix units run it at several times the float32 rate). CPUs:
+    "bfloat16" only with AMX tiles (``amx_bf16``); otherwise "float32", because without AMX bfloat16 matmuls
+    are converted to float32 around each dot and run slower (measured on an avx512_bf16 CPU without AMX:
+    2,000 LIMIT documents at 2.67 docs/s in bfloat16 against 3.94 in float32)."""
+    platform = platform or jax.default_backend()
+    if platform in ("gpu", "cuda", "rocm", "tpu"):
+        return "bfloat16", f"{platform} backend: bfloat16 matrix units"
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "bfloat16", "CPU with AMX (amx_bf16)"
+    has = "avx512_bf16 but no AMX" if "avx512_bf16" in flags else "no AMX"
+    return "float32", f"CPU with {has}: bfloat16 would run slower than float32"

@@ -3,12 +3,14 @@
     jsplade-index build  MODEL CORPUS OUT.npz [--batch-size 32] [--max-active-dims K] [--packing] [--overwrite]
     jsplade-index add    MODEL INDEX.npz MORE_CORPUS [--batch-size 32] [--max-active-dims K] [--packing]
     jsplade-index search MODEL INDEX.npz "query text" [...] [-k 10] [--json] [--corpus CORPUS ...]
-    jsplade-index export-opensearch MODEL INDEX.npz|CORPUS OUT.ndjson --index-name NAME [--prune-ratio R]
+    jsplade-index export-opensearch MODEL INDEX.npz|CORPUS OUT.ndjson --index-name NAME [--prune-ratio R] [--prune RULE]
                                     [--field F] [--text-field T] [--no-text] [--query TEXT ...] [--overwrite]
 
 MODEL is a sentence-transformers SparseEncoder directory, a jsplade checkpoint directory or a hub id.
 CORPUS is a BEIR-format folder (its corpus.jsonl[.gz] is read) or a corpus .jsonl[.gz] file
-(``_id``, optional ``title``, ``text``; title and text are joined as in ``jsplade.retrieval.beir``).
+(``_id``, optional ``title``, ``text``; title and text are joined as in ``jsplade.retrieval.beir``), or, for
+``build`` and ``export-opensearch``, a shard directory written by ``jsplade-encode`` (read, not re-encoded;
+it must come from MODEL; quantised impacts are divided back by their factor).
 
 The index (``jsplade.retrieval.index.SparseIndex``) holds the document vectors and ids; next to it, ``OUT.npz.json``
 records the model and the corpus files it was built from, so that ``search`` can show text snippets and
@@ -141,6 +143,23 @@ def _encode_documents(encoder: Any, corpus: dict[str, str], args: argparse.Names
                                    show_progress_bar=_progress(len(corpus), args.no_progress))
 
 
+def is_shard_dir(path: str | Path) -> bool:
+    """A directory written by jsplade-encode (it holds part files or a shard manifest)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "manifest.json").is_file() or any(path.glob("part-*.safetensors")))
+
+
+def read_shard_vectors(path: str | Path, encoder: Any) -> tuple[list[str], Any]:
+    """(ids, float32 vectors) of a finished shard directory; it must have been encoded by ``encoder``."""
+    from jsplade.retrieval.corpus import load_encoded
+    from jsplade.retrieval.shards import read_shards
+
+    model = read_shards(path).settings["model"]
+    if model != encoder.fingerprint():
+        raise ValueError(f"{path}: encoded by another model ({model}) than the one given ({encoder.fingerprint()})")
+    return load_encoded(path)
+
+
 def _check_vocab(encoder: Any, index: Any, index_path: Path) -> None:
     if encoder.vocab_size != index.vocab_size:
         raise ValueError(f"{index_path}: the index has vocabulary size {index.vocab_size} but the model has "
@@ -180,14 +199,21 @@ def cmd_build(args: argparse.Namespace) -> str:
 
     out = Path(args.out)
     _check_new_output(out, args.overwrite, "index (.npz)")
-    corpus = read_corpus(args.corpus)
-    encoder = load_encoder(args.model)
-    print(f"{PROG}: encoding {len(corpus)} documents", file=sys.stderr)
+    if is_shard_dir(args.corpus):
+        encoder = load_encoder(args.model)
+        ids, encodings = read_shard_vectors(args.corpus, encoder)
+        print(f"{PROG}: indexing {len(ids)} encoded documents from {args.corpus}", file=sys.stderr)
+        corpora = []
+    else:
+        corpus = read_corpus(args.corpus)
+        encoder = load_encoder(args.model)
+        print(f"{PROG}: encoding {len(corpus)} documents", file=sys.stderr)
+        ids, encodings = list(corpus), _encode_documents(encoder, corpus, args, args.max_active_dims)
+        corpora = [{"path": str(Path(args.corpus).resolve()), "documents": len(corpus)}]
     index = SparseIndex(encoder.vocab_size)
-    index.add(list(corpus), _encode_documents(encoder, corpus, args, args.max_active_dims))
+    index.add(ids, encodings)
     index.save(out)
-    write_manifest(out, model_key(args.model), args.max_active_dims,
-                   [{"path": str(Path(args.corpus).resolve()), "documents": len(corpus)}], len(index))
+    write_manifest(out, model_key(args.model), args.max_active_dims, corpora, len(index))
     m = index.matrix
     return (f"wrote {out}: {len(index)} documents, vocabulary {index.vocab_size}, {m.nnz} non-zeros "
             f"({m.nnz / max(len(index), 1):.1f} per document)")
@@ -295,6 +321,12 @@ def cmd_export(args: argparse.Namespace) -> str:
         if texts is None and not args.no_text:
             print(f"{PROG}: note: the index's corpus texts are not available; documents carry vectors only",
                   file=sys.stderr)
+    elif is_shard_dir(source):
+        encoder = load_encoder(args.model)
+        ids, encodings = read_shard_vectors(source, encoder)
+        texts = None
+        if not args.no_text:
+            print(f"{PROG}: note: encoded shards hold no texts; documents carry vectors only", file=sys.stderr)
     else:
         corpus = read_corpus(source)
         encoder = load_encoder(args.model)
@@ -302,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> str:
         ids, encodings = list(corpus), _encode_documents(encoder, corpus, args, args.max_active_dims)
         texts = None if args.no_text else list(corpus.values())
     n = write_bulk_ndjson(out, args.index_name, ids, encodings, encoder.tokenizer, texts=texts, field=args.field,
-                          text_field=args.text_field, prune_ratio=args.prune_ratio)
+                          text_field=args.text_field, prune_ratio=args.prune_ratio, pruning=args.prune)
     write_index_mapping(mapping, field=args.field, text_field=args.text_field)
     written = [str(out), str(mapping)]
     if args.query:
@@ -310,7 +342,7 @@ def cmd_export(args: argparse.Namespace) -> str:
 
         q = encoder.encode_query(list(args.query), max_active_dims=args.max_active_dims)
         bodies = [{"query": text, "body": query_body(q[i], encoder.tokenizer, field=args.field, size=args.size,
-                                                     prune_ratio=args.prune_ratio)}
+                                                     prune_ratio=args.prune_ratio, pruning=args.prune)}
                   for i, text in enumerate(args.query)]
         atomic_write_json(queries_out, bodies)
         written.append(str(queries_out))
@@ -374,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-text", action="store_true", help="do not store the document texts")
     export.add_argument("--prune-ratio", type=float, default=None, metavar="R",
                         help="drop weights below R x the row's largest weight (OpenSearch max_ratio pruning)")
+    export.add_argument("--prune", default=None, metavar="RULE",
+                        help="prune every vector: top_k:K, max_ratio:R, abs_value:T or alpha_mass:A "
+                             "(jsplade.splade.pruning, OpenSearch's definitions)")
     export.add_argument("--query", action="append", default=None, help="also write a query body for this text")
     export.add_argument("--size", type=int, default=None, help="'size' of the query bodies")
     export.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -26,6 +26,8 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from jsplade.retrieval.shards import read_shards
+from jsplade.splade.pruning import Quantization
 from jsplade.retrieval.index import TopKAccumulator, accumulate_topk, check_ids, id_ranks, select_topk
 from jsplade.files import atomic_write_json
 from jsplade.splade.sparse import as_csr, check_max_active_dims
@@ -259,8 +261,38 @@ class SparseIREvaluator:
             raise ValueError(f"{what} returned {m.shape[0]} rows for {len(texts)} texts")
         return m
 
-    def retrieve(self, encoder: Any) -> tuple[dict[str, list[str]], dict[str, float]]:
-        """(query id -> top max_k corpus ids, sparsity statistics) for ``encoder``."""
+    def _document_chunks(self, encoder: Any, corpus_ids: list[str], vocab_size: int):
+        """(row slice of ``corpus_ids``, encodings) chunk by chunk, encoded now."""
+        for lo in range(0, len(corpus_ids), self.corpus_chunk_size):
+            hi = min(lo + self.corpus_chunk_size, len(corpus_ids))
+            yield np.arange(lo, hi), self._encode(encoder.encode_document, [self.corpus[c] for c in corpus_ids[lo:hi]],
+                                                  vocab_size, "encoder.encode_document")
+
+    def _shard_chunks(self, encoder: Any, corpus_shards: Any, corpus_ids: list[str], vocab_size: int):
+        """The same from an encoded-corpus shard directory (``jsplade.retrieval.shards``), one part at a time;
+        the directory must be the encoder's (same fingerprint) and hold exactly the evaluator's corpus ids."""
+        shards = read_shards(corpus_shards)
+        if shards.settings["model"] != encoder.fingerprint():
+            raise ValueError(f"{shards.folder}: encoded by another model ({shards.settings['model']}) than the "
+                             f"encoder evaluated ({encoder.fingerprint()})")
+        if shards.n_docs != len(corpus_ids):
+            raise ValueError(f"{shards.folder}: holds {shards.n_docs} documents, the evaluator's corpus "
+                             f"{len(corpus_ids)}")
+        row_of = {c: i for i, c in enumerate(corpus_ids)}
+        quantization = shards.quantization
+        for ids, m in shards.iter_parts():
+            rows = np.fromiter((row_of.get(i, -1) for i in ids), np.int64, len(ids))
+            if (rows < 0).any():
+                raise ValueError(f"{shards.folder}: document id {ids[int(np.argmax(rows < 0))]!r} is not in the "
+                                 "evaluator's corpus")
+            if quantization is not None:
+                m = Quantization.from_dict(quantization).dequantize(m)
+            yield rows, m.astype(np.float32)
+
+    def retrieve(self, encoder: Any, corpus_shards: Any = None) -> tuple[dict[str, list[str]], dict[str, float]]:
+        """(query id -> top max_k corpus ids, sparsity statistics) for ``encoder``; with ``corpus_shards``
+        (a directory written by ``jsplade-encode`` / ``encode_corpus``) the documents are read from it
+        instead of encoded (pruned / quantised as it was written; quantised impacts divided by the factor)."""
         vocab_size = int(encoder.vocab_size)
         q_QxV = self._encode(encoder.encode_query, [self.queries[q] for q in self.query_ids], vocab_size,
                              "encoder.encode_query")
@@ -270,23 +302,23 @@ class SparseIREvaluator:
         acc = TopKAccumulator(len(self.query_ids), self.max_k)
         d_cols = np.zeros(vocab_size, dtype=np.int64)
         d_nnz = 0
-        for lo in range(0, len(corpus_ids), self.corpus_chunk_size):
-            hi = min(lo + self.corpus_chunk_size, len(corpus_ids))
-            d_CxV = self._encode(encoder.encode_document, [self.corpus[c] for c in corpus_ids[lo:hi]],
-                                 vocab_size, "encoder.encode_document")
+        chunks = (self._document_chunks(encoder, corpus_ids, vocab_size) if corpus_shards is None
+                  else self._shard_chunks(encoder, corpus_shards, corpus_ids, vocab_size))
+        for rows_C, d_CxV in chunks:
             rows, cols = nonzero_counts(d_CxV)
             d_cols += cols
             d_nnz += int(rows.sum())
-            accumulate_topk(acc, q_QxV, d_CxV, ranks_D[lo:hi])
+            accumulate_topk(acc, q_QxV, d_CxV, ranks_D[rows_C])
         _, top_ranks_QxK = acc.result()
         sorted_ids = np.asarray(sorted(corpus_ids), dtype=object)
         rankings = {qid: list(sorted_ids[row]) for qid, row in zip(self.query_ids, top_ranks_QxK)}
         stats = sparsity_stats(q_cols, len(self.query_ids), int(q_rows.sum()), d_cols, len(corpus_ids), d_nnz)
         return rankings, stats
 
-    def __call__(self, encoder: Any) -> dict[str, float]:
-        """All metrics for ``encoder`` (see the class docstring for the keys)."""
-        rankings, stats = self.retrieve(encoder)
+    def __call__(self, encoder: Any, corpus_shards: Any = None) -> dict[str, float]:
+        """All metrics for ``encoder`` (see the class docstring for the keys); ``corpus_shards`` as in
+        ``retrieve``."""
+        rankings, stats = self.retrieve(encoder, corpus_shards)
         metrics = evaluate_rankings(rankings, self.relevant_docs, self.name, self.score_function, **self.ks)
         metrics.update({f"{_prefix(self.name)}{key}": value for key, value in stats.items()})
         return metrics

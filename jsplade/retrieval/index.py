@@ -22,6 +22,8 @@ import scipy.sparse as sp
 
 from jsplade.files import atomic_write_bytes
 from jsplade.splade.sparse import as_csr
+from jsplade.retrieval.shards import read_shards
+from jsplade.splade.pruning import Quantization
 
 __all__ = ["SparseIndex", "TopKAccumulator", "id_ranks", "select_topk", "accumulate_topk", "check_ids"]
 
@@ -246,6 +248,17 @@ class SparseIndex:
             enc = encoder.encode_document(texts, batch_size=batch_size, max_active_dims=max_active_dims,
                                           show_progress_bar=show_progress_bar)
             index.add(chunk_ids, enc)
+        return index
+
+    @classmethod
+    def from_shards(cls, folder: str | Path) -> "SparseIndex":
+        """The documents of a finished encoded-corpus shard directory (``jsplade.retrieval.shards``), part by
+        part; quantised impacts are divided back by the quantisation factor (float32 weights)."""
+        shards = read_shards(folder)
+        index = cls(shards.vocab_size)
+        q = shards.quantization
+        for ids, m in shards.iter_parts():
+            index.add(ids, Quantization.from_dict(q).dequantize(m) if q is not None else m)
         return index
 
     def save(self, path: str | Path) -> None:

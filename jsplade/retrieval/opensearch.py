@@ -12,7 +12,8 @@ Bulk file layout (one pair of lines per document, newline-terminated, as the ``_
 Tokens are written in ascending token-id order; weights as the shortest decimal that reads back to the
 same float32. ``rank_features`` only accepts positive values, so negative weights are refused. Optional
 pruning (``prune_ratio``) drops the entries of a row below ``prune_ratio * row max``, as OpenSearch's
-``max_ratio`` pruning does at ingest; the default keeps everything. Note that OpenSearch stores feature
+``max_ratio`` pruning does at ingest; ``pruning`` takes any rule of ``jsplade.splade.pruning`` (OpenSearch's
+``top_k``, ``max_ratio``, ``abs_value``, ``alpha_mass``); the default keeps everything. Note that OpenSearch stores feature
 values with reduced precision, so its scores differ slightly from the float32 dot products.
 """
 
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 
 from jsplade.retrieval.index import check_ids
 from jsplade.files import atomic_open, atomic_write_json
+from jsplade.splade.pruning import Pruning
 from jsplade.splade.sparse import as_csr
 
 __all__ = ["token_table", "row_to_features", "write_bulk_ndjson", "read_bulk_ndjson", "index_mapping",
@@ -86,10 +88,24 @@ def _canonical(encodings: Any, rows: int | None, arg: str) -> sp.csr_matrix:
     return m
 
 
+def _prune(m: sp.csr_matrix, pruning: Pruning | str | None, arg: str) -> sp.csr_matrix:
+    if pruning is None:
+        return m
+    rule = Pruning.parse(pruning) if isinstance(pruning, str) else pruning
+    if not isinstance(rule, Pruning):
+        raise TypeError(f"pruning must be a jsplade.splade.pruning.Pruning or a rule string, got {type(pruning).__name__}")
+    if (m.data < 0).any():
+        raise ValueError(f"{arg} has negative weights; OpenSearch rank_features accepts only positive values")
+    return rule.apply(m)
+
+
 def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str], encodings: Any, tokenizer: Any,
                       texts: Sequence[str] | None = None, field: str = DEFAULT_FIELD, text_field: str = "text",
-                      prune_ratio: float | None = None) -> int:
+                      prune_ratio: float | None = None, pruning: Pruning | str | None = None) -> int:
     """Write an OpenSearch ``_bulk`` ndjson file (see the module docstring); returns the number of documents.
+
+    ``pruning``: any rule of ``jsplade.splade.pruning`` ("top_k:K", "max_ratio:R", "abs_value:T",
+    "alpha_mass:A"), applied to every row as in the shards and the index; ``prune_ratio`` R is "max_ratio:R".
 
     ``encodings``: CSR (or dense) [N, V] document encodings, row i belonging to ``doc_ids[i]``;
     ``tokenizer``: anything with ``id_to_token(i)``; ``texts``: optional document texts stored under
@@ -100,7 +116,7 @@ def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str],
     if not (isinstance(field, str) and field and isinstance(text_field, str) and text_field) or field == text_field:
         raise ValueError(f"field and text_field must be distinct non-empty strings, got {field!r}, {text_field!r}")
     ids = check_ids(doc_ids, "doc_ids")
-    m = _canonical(encodings, len(ids), "encodings")
+    m = _prune(_canonical(encodings, len(ids), "encodings"), pruning, "encodings")
     ratio = _check_ratio(prune_ratio)
     if texts is not None:
         texts = list(texts)
@@ -186,10 +202,11 @@ def write_index_mapping(path: str | Path, field: str = DEFAULT_FIELD, text_field
 
 
 def query_body(query: Any, tokenizer: Any, field: str = DEFAULT_FIELD, size: int | None = None,
-               prune_ratio: float | None = None) -> dict[str, Any]:
+               prune_ratio: float | None = None, pruning: Pruning | str | None = None) -> dict[str, Any]:
     """``{"query": {"neural_sparse": {field: {"query_tokens": {token: weight}}}}}`` for ONE encoded query
-    (CSR/dense row of width V); ``size`` adds a top-level ``"size"``. Negative weights raise ``ValueError``."""
-    m = _canonical(query, None, "query")
+    (CSR/dense row of width V); ``size`` adds a top-level ``"size"``; ``pruning`` as in ``write_bulk_ndjson``.
+    Negative weights raise ``ValueError``."""
+    m = _prune(_canonical(query, None, "query"), pruning, "query")
     if m.shape[0] != 1:
         raise ValueError(f"query must be one row, got {m.shape[0]} rows")
     tokens = token_table(tokenizer, m.shape[1])

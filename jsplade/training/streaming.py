@@ -80,21 +80,17 @@ State and memory
 
 from __future__ import annotations
 
-import glob as globlib
-import gzip
 import hashlib
-import io
 import json
 import math
 import numbers
-import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from jsplade.files import ArrowShard, ParquetShard, is_text_type, jsonl_lines, list_shards, shard_kind
 from jsplade.training.data import LABEL_COLUMNS, _default_names, check_columns
 from jsplade.training.schedules import check_int
 
@@ -105,200 +101,7 @@ __all__ = ["list_shards", "ShardReader", "StreamRow", "StreamBatch", "StreamingB
 # entries (dataset_name) are metadata, dropped.
 LABEL_NAMES = tuple(c for c in LABEL_COLUMNS if c != "dataset_name")
 STATE_FORMAT = "jsplade.streaming/1"
-_SUFFIXES = ((".jsonl.gz", "jsonl"), (".ndjson.gz", "jsonl"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
-             (".parquet", "parquet"), (".arrow", "arrow"))
 _TAG_SHARDS, _TAG_WINDOW = 1, 2
-
-
-# --------------------------------------------------------------------------- listing
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, kind in _SUFFIXES:
-        if name.endswith(suffix):
-            return kind
-    return None
-
-
-def _dataset_folder(folder: Path) -> list[Path]:
-    """The data files of a ``datasets.Dataset.save_to_disk`` folder, in its ``state.json`` order."""
-    try:
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        files = [entry["filename"] for entry in state["_data_files"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{folder}: unreadable datasets state.json ({exc})") from None
-    if state.get("_indices_data_files"):
-        raise ValueError(f"{folder}: the saved dataset has an indices mapping; save it after flatten_indices()")
-    if not files:
-        raise ValueError(f"{folder}: state.json lists no data files (empty shard list)")
-    return [folder / name for name in files]
-
-
-def _expand(path: Path, quiet: bool) -> list[Path]:
-    if path.is_dir():
-        if (path / "state.json").is_file():
-            return _dataset_folder(path)
-        if (path / "dataset_dict.json").is_file():
-            raise ValueError(f"{path}: a saved DatasetDict; pass one split's folder (e.g. {path / 'train'})")
-        return sorted(p for p in path.iterdir() if p.is_file() and _kind(p) is not None)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: training data shard not found")
-    if _kind(path) is None:
-        if quiet:
-            return []
-        raise ValueError(f"{path}: unsupported shard format (expected one of {[s for s, _ in _SUFFIXES]})")
-    return [path]
-
-
-def list_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """The shard files of ``source``: a directory, a ``datasets`` folder, a glob, a file, or a list of them."""
-    if isinstance(source, (str, os.PathLike)):
-        text = os.fspath(source)
-        if any(ch in text for ch in "*?["):
-            matches = sorted(globlib.glob(text, recursive=True))
-            paths = [p for m in matches for p in _expand(Path(m), quiet=True)]
-        else:
-            paths = _expand(Path(text), quiet=False)
-    elif isinstance(source, (bytes, dict)) or not isinstance(source, Iterable):
-        raise TypeError(f"source must be a path, a glob or a list of paths, got {type(source).__name__}")
-    else:
-        paths = []
-        for item in source:
-            if not isinstance(item, (str, os.PathLike)):
-                raise TypeError(f"source list must hold paths, got {type(item).__name__} {item!r}")
-            paths += _expand(Path(item), quiet=False)
-    if not paths:
-        raise ValueError(f"{source!r}: empty shard list (no .jsonl/.ndjson[.gz], .parquet or .arrow file)")
-    seen: set[Path] = set()
-    for p in paths:
-        key = p.resolve()
-        if key in seen:
-            raise ValueError(f"{p}: listed twice in the shard list")
-        seen.add(key)
-    return paths
-
-
-# --------------------------------------------------------------------------- low-level file access
-def _gone(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"{path}: training data shard not found (listed, then missing when read)")
-
-
-def _open_binary(path: Path):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise _gone(path) from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: expected a shard file, found a directory") from None
-
-
-class _ParquetShard:
-    def __init__(self, path: Path):
-        import pyarrow.parquet as pq
-
-        self.path = path
-        self._f = _open_binary(path)
-        try:
-            self.pf = pq.ParquetFile(self._f)
-            self.names = list(self.pf.schema_arrow.names)
-        except Exception as exc:  # pyarrow's own error types for a corrupt or truncated file
-            self._f.close()
-            raise ValueError(f"{path}: cannot read Parquet file ({exc})") from None
-        md = self.pf.metadata
-        self.sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
-
-    def chunks(self, columns: list[str]) -> Iterator[tuple[int, int, Any]]:
-        """(first row, rows, loader) per row group; ``loader()`` reads it."""
-        off = 0
-        for g, n in enumerate(self.sizes):
-            yield off, n, (lambda g=g, off=off, n=n: self._read(g, off, n, columns))
-            off += n
-
-    def _read(self, g: int, off: int, n: int, columns: list[str]):
-        try:
-            return self.pf.read_row_group(g, columns=columns)
-        except Exception as exc:
-            raise ValueError(f"{self.path}: cannot read Parquet row group {g} (rows {off}..{off + n - 1}) "
-                             f"({exc})") from None
-
-    def close(self) -> None:
-        self._f.close()
-
-
-class _ArrowShard:
-    def __init__(self, path: Path):
-        import pyarrow as pa
-
-        self.path = path
-        try:
-            self._mm = pa.memory_map(str(path), "r")
-        except FileNotFoundError:
-            raise _gone(path) from None
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot open Arrow file ({exc})") from None
-        try:
-            magic = self._mm.read(6)
-            self._mm.seek(0)
-            if magic == b"ARROW1":
-                self._file = pa.ipc.open_file(self._mm)
-                self._stream = None
-                self.schema = self._file.schema
-            else:
-                self._file = None
-                self._stream = pa.ipc.open_stream(self._mm)
-                self.schema = self._stream.schema
-        except Exception as exc:
-            self._mm.close()
-            raise ValueError(f"{path}: cannot read Arrow IPC data ({exc})") from None
-        self.names = list(self.schema.names)
-
-    def chunks(self, columns: list[str]) -> Iterator[tuple[int, int, Any]]:
-        off = 0
-        k = 0
-        while True:
-            try:
-                if self._file is not None:
-                    if k >= self._file.num_record_batches:
-                        return
-                    batch = self._file.get_batch(k)
-                else:
-                    batch = self._stream.read_next_batch()
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise ValueError(f"{self.path}: cannot read Arrow record batch {k} ({exc})") from None
-            n = batch.num_rows
-            yield off, n, (lambda batch=batch: batch.select(columns))
-            off += n
-            k += 1
-
-    def close(self) -> None:
-        self._mm.close()
-
-
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) of a JSON-lines shard, gzip or plain."""
-    raw = _open_binary(path)
-    try:
-        stream = gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw
-        text = io.TextIOWrapper(stream, encoding="utf-8")
-        line_no = 0
-        try:
-            for line_no, line in enumerate(text, start=1):
-                yield line_no, line
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: line {line_no + 1} is not UTF-8 text ({exc})") from None
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{path}: cannot decompress gzip data after line {line_no} ({exc})") from None
-    finally:
-        raw.close()
-
-
-def _is_text_type(t) -> bool:
-    import pyarrow.types as pt
-
-    if pt.is_dictionary(t):
-        t = t.value_type
-    return pt.is_string(t) or pt.is_large_string(t) or pt.is_string_view(t)
 
 
 # --------------------------------------------------------------------------- rows
@@ -364,7 +167,7 @@ class ShardReader:
             raise ValueError(f"assignment must be 'auto', 'shard' or 'row', got {assignment!r}")
         self.requested_columns = check_columns(columns)
         self.shards = list_shards(source)
-        self.kinds = [_kind(p) or "arrow" for p in self.shards]  # datasets folders hold .arrow files
+        self.kinds = [shard_kind(p) or "arrow" for p in self.shards]  # datasets folders hold .arrow files
         S, P = len(self.shards), self.process_count
         if assignment == "auto":
             assignment = "shard" if S >= P else "row"
@@ -381,7 +184,7 @@ class ShardReader:
     def _header(self, s: int) -> _Header:
         path, kind = self.shards[s], self.kinds[s]
         if kind == "jsonl":
-            for line_no, line in _jsonl_lines(path):
+            for line_no, line in jsonl_lines(path):
                 if not line.strip():
                     continue
                 obj = _parse_json(line, path, line_no, 0)
@@ -392,7 +195,7 @@ class ShardReader:
                 raise TypeError(f"{path}: row 0 (line {line_no}) must be a JSON object or array of texts, "
                                 f"got {type(obj).__name__}")
             return _Header(None, (), 0)
-        shard = _ParquetShard(path) if kind == "parquet" else _ArrowShard(path)
+        shard = ParquetShard(path) if kind == "parquet" else ArrowShard(path)
         shard.close()
         return _Header("mapping", tuple(shard.names), 0)
 
@@ -484,7 +287,7 @@ class ShardReader:
             yield from self._jsonl_rows(s, select)
             return
         path = self.shards[s]
-        shard = _ParquetShard(path) if self.kinds[s] == "parquet" else _ArrowShard(path)
+        shard = ParquetShard(path) if self.kinds[s] == "parquet" else ArrowShard(path)
         try:
             # the file may have been replaced since the reader was built
             self._check_header(s, _Header("mapping", tuple(shard.names), 0), self._ref_path)
@@ -506,7 +309,7 @@ class ShardReader:
         for name in self.columns:
             col = table.column(name)
             values = col.to_pylist()
-            if not _is_text_type(col.type) or col.null_count:
+            if not is_text_type(col.type) or col.null_count:
                 for j, v in enumerate(values):
                     if not isinstance(v, str):
                         raise TypeError(f"{path}: row {int(idx[j])}, column {name!r}: expected a text string, got "
@@ -526,7 +329,7 @@ class ShardReader:
         names, explicit = self.columns, self.requested_columns is not None
         allowed = set(names) | set(LABEL_COLUMNS)
         r = -1
-        for line_no, line in _jsonl_lines(path):
+        for line_no, line in jsonl_lines(path):
             if not line.strip():
                 continue
             r += 1
@@ -608,10 +411,10 @@ def count_rows(source: Any, *, process_index: int = 0, process_count: int = 1, a
     total = 0
     for s in reader.own_shards:
         if reader.kinds[s] == "jsonl":
-            n = sum(1 for _, line in _jsonl_lines(reader.shards[s]) if line.strip())
+            n = sum(1 for _, line in jsonl_lines(reader.shards[s]) if line.strip())
             chunks = [(0, n)]
         else:
-            shard = _ParquetShard(reader.shards[s]) if reader.kinds[s] == "parquet" else _ArrowShard(reader.shards[s])
+            shard = ParquetShard(reader.shards[s]) if reader.kinds[s] == "parquet" else ArrowShard(reader.shards[s])
             try:
                 chunks = [(off, n) for off, n, _ in shard.chunks(reader._read_columns)]
             finally:

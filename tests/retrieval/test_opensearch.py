@@ -118,3 +118,27 @@ def test_errors(tmp_path):
     bad.write_text('{"index": {"_id": "a"}}\n')
     with pytest.raises(ValueError, match="odd number of lines"):
         read_bulk_ndjson(bad, tok, 5)
+
+
+def test_any_pruning_rule_applies_as_in_the_shards(tmp_path):
+    from jsplade.splade.pruning import Pruning
+
+    rng = np.random.default_rng(7)
+    m = sp.random(6, 30, density=0.5, format="csr", dtype=np.float32, random_state=rng)
+    tok = _Tok()
+    for rule in ("top_k:3", "alpha_mass:0.6", "abs_value:0.5", "max_ratio:0.4"):
+        write_bulk_ndjson(tmp_path / "b.ndjson", "i", [f"d{i}" for i in range(6)], m, tok, pruning=rule)
+        _, got, _ = read_bulk_ndjson(tmp_path / "b.ndjson", tok, 30)
+        assert (got != Pruning.parse(rule).apply(m)).nnz == 0, rule
+        body = query_body(m[0], tok, pruning=rule)
+        assert len(body["query"]["neural_sparse"]["passage_embedding"]["query_tokens"]) == Pruning.parse(rule).apply(m[0]).nnz
+    with pytest.raises(ValueError, match="top_k"):
+        write_bulk_ndjson(tmp_path / "b.ndjson", "i", ["a"], m[:1], tok, pruning="top_k:0")
+
+
+class _Tok:
+    def id_to_token(self, i):
+        return f"t{i}" if 0 <= i < 30 else None
+
+    def token_to_id(self, t):
+        return int(t[1:]) if t.startswith("t") else None

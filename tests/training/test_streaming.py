@@ -332,7 +332,7 @@ def test_shard_missing_when_read(tmp_path):
     source = mixed_source(tmp_path)
     stream = StreamingBatches(source, 6, seed=0, buffer_size=40, epochs=1)
     (source / "b.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=r"b\.jsonl: training data shard not found"):
+    with pytest.raises(FileNotFoundError, match=r"b\.jsonl: data shard not found"):
         list(stream)
     with pytest.raises(FileNotFoundError, match=r"nope\.parquet"):
         ShardReader([source / "a.parquet", source / "nope.parquet"])
