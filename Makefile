@@ -25,7 +25,7 @@ demo: setup
 	$(PYBIN) -m jsplade.cli.demo
 
 test: setup-test
-	$(PYBIN) -m pytest -q
+	$(PYBIN) -m pytest -q -n 2 --dist loadfile  # two workers (2-core CI); a file stays on one worker
 
 # jsplade against sentence-transformers on this machine (about an hour on 2 cores); see BENCHMARKS.md.
 bench: setup-test

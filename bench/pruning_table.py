@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=str(REPO / "runs" / "demo" / "train" / "model"))
     p.add_argument("--work", default=str(REPO / "runs" / "bench" / "pruning"))
+    p.add_argument("--datasets", default="limit-small,limit", help="comma-separated: limit-small, limit")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -47,13 +48,15 @@ def main(argv=None) -> int:
     work = Path(args.work)
     result = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor(),
               "cores": os.cpu_count(), "datasets": {}}
-    for name, folder in (("limit-small", limit_paths().limit_small), ("limit", limit_paths().limit)):
+    folders = {"limit-small": limit_paths().limit_small, "limit": limit_paths().limit}
+    for name in args.datasets.split(","):
+        folder = folders[name]
         data = load_beir(folder)
         raw = work / name / "raw"
         t = time.perf_counter()
         encode_corpus(enc, folder, raw, shard_size=10000, batch_size=64, show_progress_bar=True)
         encode_s = time.perf_counter() - t
-        ev = SparseIREvaluator(data.queries, data.corpus, data.relevant_docs, ndcg_at_k=(10,),
+        ev = SparseIREvaluator(data.queries, data.corpus, data.relevant_docs(), ndcg_at_k=(10,),
                                precision_recall_at_k=(100,), mrr_at_k=(10,), accuracy_at_k=(10,), map_at_k=(100,),
                                show_progress_bar=False)
         rows = []

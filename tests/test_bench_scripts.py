@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -67,3 +69,30 @@ def test_cached_step_bench_runs_one_row_at_toy_size():
     assert (row["mode"], row["batch"], row["mini_batch"]) == ("cached", 8, 4)
     assert row["peak_mb"] >= row["before_step_peak_mb"] > 0 and row["xla_temp_mb"] > 0
     assert math.isfinite(row["loss"]) and row["loss"] > 0
+
+
+def test_encode_profile_and_pruning_table_run_at_toy_size(tmp_path):
+    """Both corpus-encoding benchmarks end to end on a small untrained demo-initialised model (LIMIT-small
+    and 64 LIMIT documents): every phase and setting is reported."""
+    from jsplade.limit.demo import DemoSettings, build_encoder
+
+    model = tmp_path / "model"
+    build_encoder(DemoSettings.quick_settings("unused"), ["a b c"]).save(model, naming="gte")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "encode_profile.py"), "--model", str(model),
+                           "--docs", "64", "--out", str(tmp_path / "p.json")],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prof = json.loads((tmp_path / "p.json").read_text())
+    for key in ("tokenize_s", "transformer_s", "head_s", "transfer_s", "sparse_s", "total_s", "bound_s",
+                "st_total_s", "speedup_vs_st"):
+        assert prof[key] > 0, key
+    assert prof["docs"] == 64 and prof["auto_dtype"][0] in ("float32", "bfloat16")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "pruning_table.py"), "--model", str(model),
+                           "--datasets", "limit-small", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "t.json")],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "t.json").read_text())["datasets"]["limit-small"]["rows"]
+    assert len(rows) == 13 and all(0 < r["ndcg@10"] <= 1 and r["bytes"] > 0 for r in rows)
+    by = {(r["pruning"], r["quantization"]): r for r in rows}
+    assert by[("top_k:64", None)]["corpus_active_dims"] <= 64 < by[("none", None)]["corpus_active_dims"]
+    assert by[("none", "int32:100")]["ndcg@10"] == pytest.approx(by[("none", None)]["ndcg@10"], abs=0.02)

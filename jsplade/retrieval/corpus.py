@@ -9,7 +9,8 @@ record batch at a time.
 
 ``encode_corpus(encoder, corpus, out)`` cuts the rows into parts of ``shard_size`` rows in corpus order and,
 for each part that is not already on disk under the same settings, tokenizes it, encodes it with
-``encoder.encode_document_ids`` (data-parallel over ``encoder.devices``), applies ``max_active_dims``, then
+``encoder.encode_document_ids`` (data-parallel over ``encoder.devices``; documents are sorted by length and
+batched within consecutive windows of 2,048, the unit of progress), applies ``max_active_dims``, then
 the pruning rule, then the quantisation (``jsplade.splade.pruning``), and writes the part atomically. After the
 last part, the parts are checked for repeated ids (flat memory: hashed buckets on disk) and
 ``manifest.json`` is written. Memory holds one part, whatever the corpus size.
@@ -54,6 +55,8 @@ __all__ = ["CorpusRow", "corpus_files", "iter_corpus", "count_corpus", "encode_c
 
 logger = logging.getLogger("jsplade")
 ON_EMPTY = ("error", "skip")
+# Documents sorted by length and batched together (one window at a time, so progress moves within a part).
+_SORT_WINDOW = 2048
 _TMP_RE = re.compile(r"^\.part-\d+\.safetensors\..*\.tmp$")
 
 
@@ -313,18 +316,22 @@ def encode_corpus(encoder: Any, corpus: Any, out: str | Path, *, shard_size: int
     report = EncodeReport(out, 0, 0, 0, 0, 0, 0, 0.0, None)
     t_encode = time.perf_counter()
 
+    def advance(n_docs: int) -> None:
+        if progress is not None:
+            elapsed = time.perf_counter() - t_encode
+            progress.set_postfix_str(f"{report.tokens / max(elapsed, 1e-9):,.0f} tok/s (process 0)", refresh=False)
+            progress.update(n_docs)
+
     def finish_part(part: int, rows: list[CorpusRow], first_row: int) -> None:
         mine = part % P == p
         if part in kept:
             report.parts_kept += mine
         elif mine:
             _encode_part(encoder, rows, part, first_row, settings, k, pruning, quantization, batch_size, packing,
-                         pack_length, out, report)
+                         pack_length, out, report, advance)
             report.parts_written += 1
-        if progress is not None:
-            progress.update(len(rows))
-            elapsed = time.perf_counter() - t_encode
-            progress.set_postfix_str(f"{report.tokens / max(elapsed, 1e-9):,.0f} tok/s (process 0)", refresh=False)
+            return
+        advance(len(rows))
 
     rows: list[CorpusRow] = []
     part, first_row, seen = 0, 0, {}
@@ -384,20 +391,25 @@ def encode_corpus(encoder: Any, corpus: Any, out: str | Path, *, shard_size: int
 
 
 def _encode_part(encoder, rows, part, first_row, settings, k, pruning, quantization, batch_size, packing,
-                 pack_length, out, report) -> None:
+                 pack_length, out, report, advance) -> None:
     ids, n_truncated = encoder.tokenize_documents([r.text for r in rows])
     if n_truncated:
         logger.info("part %d: %d of %d documents were truncated to max_seq_length=%d", part, n_truncated, len(rows),
                     encoder.max_seq_length)
-    m = encoder.encode_document_ids(ids, batch_size, k, show_progress_bar=False, packing=packing,
-                                    pack_length=pack_length)
+    pieces = []
+    for lo in range(0, len(ids), _SORT_WINDOW):  # length-sorted batching within fixed windows: progress per window
+        chunk = ids[lo:lo + _SORT_WINDOW]
+        pieces.append(encoder.encode_document_ids(chunk, batch_size, k, show_progress_bar=False, packing=packing,
+                                                  pack_length=pack_length))
+        report.tokens += int(sum(len(x) for x in chunk))
+        advance(len(chunk))
+    m = sp.vstack(pieces, format="csr") if len(pieces) > 1 else pieces[0]
     m = pruning.apply(topk_csr_rows(m, k))
     if quantization is not None:
         m = quantization.quantize(m)
     n_tokens = [len(x) for x in ids]
     data = fmt.encode_part([r.id for r in rows], m, n_tokens, part=part, first_row=first_row, settings=settings)
     fmt.write_part(out / fmt.part_name(part), data)
-    report.tokens += int(sum(n_tokens))
     report.n_docs_encoded += len(rows)
 
 
