@@ -174,7 +174,7 @@ def find_duplicate_ids(paths: Sequence[Path], buckets: int | None = None) -> tup
         return None
     folder = Path(paths[0]).parent
     total = sum(int(part_settings(p)[0].get("n_docs", 0) or 0) for p in paths)  # 0 when unknown: one pass sizes it
-    n_buckets = buckets or max(1, min(4096, total // 1_000_000 + 1))
+    n_buckets = buckets or max(1, min(256, total // 1_000_000 + 1))  # open files stay well under ulimit -n
     with tempfile.TemporaryDirectory(prefix=".dupcheck-", dir=folder) as tmp:
         files = [open(Path(tmp) / f"b{j}", "wb") for j in range(n_buckets)]
         try:
