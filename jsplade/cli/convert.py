@@ -3,9 +3,10 @@
     jsplade-convert to-jax SRC DST [--overwrite]
     jsplade-convert to-hf  SRC DST [--layout st|opensearch] [--naming new|gte] [--step N] [--overwrite]
 
-to-jax: SRC is a sentence-transformers SparseEncoder directory (ST-native or OpenSearch hub layout) or a hub
-id; DST becomes a jsplade checkpoint directory (meta JSON, template/, orbax step 0).
-to-hf:  SRC is a jsplade checkpoint directory (latest step unless --step) or a SparseEncoder directory; DST
+to-jax: SRC is a sentence-transformers SparseEncoder directory (ST-native or OpenSearch hub layout), a bare
+OpenSearch MLM folder with idf.json / query_token_weights.txt (read as the equivalent inference-free
+sentence-transformers model), or a hub id; DST becomes a jsplade checkpoint directory (meta JSON, template/, orbax step 0).
+to-hf:  SRC is a jsplade checkpoint directory (latest step unless --step) or any SRC that to-jax takes; DST
 becomes a SparseEncoder directory that sentence-transformers 5.x/6.x loads. --naming gte writes
 transformers' native GteForMaskedLM config and names (no remote code needed); --naming new (default) keeps
 the new-impl names of the original checkpoint.
