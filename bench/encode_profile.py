@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     from bench_data import limit_documents
     from jsplade.backbones.compute import cpu_flags, inference_dtype
-    from jsplade.splade.batching import ENCODE_LENGTH_LADDER, padded_length, pow2_at_least
+    from jsplade.splade.batching import length_batches, pad_rows, pow2_at_least
     from jsplade.splade.encoder import SparseEncoder
     from jsplade.splade.sparse import dense_to_csr
 
@@ -95,24 +95,9 @@ def main(argv=None) -> int:
     out["tokens"] = int(lengths.sum())
 
     # ---- batches exactly as the encoder forms them
-    def make_batches():
-        order = np.argsort(-lengths, kind="stable")
-        batches, start = [], 0
-        while start < len(ids):
-            L = padded_length(int(lengths[order[start]]), enc.max_seq_length, ENCODE_LENGTH_LADDER)
-            size = max(1, min(B, enc.tokens_per_batch // L))
-            rows = order[start:start + size]
-            R = pow2_at_least(len(rows))
-            a = np.zeros((R, L), np.int32)
-            m = np.zeros((R, L), np.int32)
-            for i, r in enumerate(rows):
-                a[i, :lengths[r]] = ids[r]
-                m[i, :lengths[r]] = 1
-            if R > len(rows):
-                m[len(rows):, 0] = 1
-            batches.append((a, m, len(rows)))
-            start += size
-        return batches
+    def make_batches():  # exactly the encoder's batches (jsplade.splade.batching)
+        return [(*pad_rows(ids, rows, L, pow2_at_least(len(rows))), len(rows))
+                for rows, L in length_batches(lengths, B, enc.tokens_per_batch, enc.max_seq_length)]
 
     batches = make_batches()
     out["pad_s"] = best(make_batches)

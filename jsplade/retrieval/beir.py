@@ -88,28 +88,38 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
         yield number, obj
 
 
-def _id_field(obj: dict, key: str, path: Path, number: int) -> str:
-    """An id field as a non-empty string (JSON integers are accepted and converted)."""
+def id_field(obj: dict, key: str, where: str, what: str = "id") -> str:
+    """An id field as a non-empty string (JSON integers are accepted and converted); errors start with
+    ``where`` (file and line, or file and row)."""
     if key not in obj:
-        raise ValueError(f"{path}:{number}: missing '{key}'")
+        raise ValueError(f"{where}: missing '{key}'")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"{path}:{number}: '{key}' must be a string, found {type(value).__name__}")
+        raise ValueError(f"{where}: '{key}' must be a string or an integer, found {type(value).__name__}")
     value = str(value)
     if not value:
-        raise ValueError(f"{path}:{number}: '{key}' is empty")
+        raise ValueError(f"{where}: empty {what} '{key}'")
     return value
 
 
-def _text_field(obj: dict, key: str, path: Path, number: int, required: bool) -> str:
+def text_field(obj: dict, key: str, where: str, required: bool) -> str:
     if key not in obj or obj[key] is None:
         if required:
-            raise ValueError(f"{path}:{number}: missing '{key}'")
+            raise ValueError(f"{where}: missing '{key}'")
         return ""
     value = obj[key]
     if not isinstance(value, str):
-        raise ValueError(f"{path}:{number}: '{key}' must be a string, found {type(value).__name__}")
+        raise ValueError(f"{where}: '{key}' must be a string, found {type(value).__name__}")
     return value
+
+
+def corpus_record(obj: dict, where: str, id_key: str = "_id") -> tuple[str, str]:
+    """(id, text) of a corpus record: the title and the text joined by a space (the text alone without a
+    title)."""
+    cid = id_field(obj, id_key, where, "document id")
+    text = text_field(obj, "text", where, required=True)
+    title = text_field(obj, "title", where, required=False)
+    return cid, f"{title} {text}" if title else text
 
 
 def _score(value, path: Path, number: int) -> int:
@@ -134,13 +144,11 @@ def read_corpus_file(path: Path) -> dict[str, str]:
     corpus: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, obj in _json_records(path):
-        cid = _id_field(obj, "_id", path, number)
-        text = _text_field(obj, "text", path, number, required=True)
-        title = _text_field(obj, "title", path, number, required=False)
+        cid, text = corpus_record(obj, f"{path}:{number}")
         if cid in corpus:
             raise ValueError(f"{path}:{number}: duplicate document id {cid!r} (first on line {first_line[cid]})")
         first_line[cid] = number
-        corpus[cid] = f"{title} {text}" if title else text
+        corpus[cid] = text
     return corpus
 
 
@@ -148,8 +156,8 @@ def _read_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, obj in _json_records(path):
-        qid = _id_field(obj, "_id", path, number)
-        text = _text_field(obj, "text", path, number, required=True)
+        qid = id_field(obj, "_id", f"{path}:{number}", "query id")
+        text = text_field(obj, "text", f"{path}:{number}", required=True)
         if qid in queries:
             raise ValueError(f"{path}:{number}: duplicate query id {qid!r} (first on line {first_line[qid]})")
         first_line[qid] = number
@@ -159,8 +167,8 @@ def _read_queries(path: Path) -> dict[str, str]:
 
 def _qrel_rows_jsonl(path: Path) -> Iterator[tuple[int, str, str, int]]:
     for number, obj in _json_records(path):
-        qid = _id_field(obj, "query-id", path, number)
-        cid = _id_field(obj, "corpus-id", path, number)
+        qid = id_field(obj, "query-id", f"{path}:{number}", "query id")
+        cid = id_field(obj, "corpus-id", f"{path}:{number}", "document id")
         if "score" not in obj:
             raise ValueError(f"{path}:{number}: missing 'score'")
         yield number, qid, cid, _score(obj["score"], path, number)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any, Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from jsplade.retrieval.beir import corpus_record
 from jsplade.files import ArrowShard, ParquetShard, jsonl_lines, list_shards, shard_kind
 from jsplade.retrieval import shards as fmt
 from jsplade.splade.pruning import Pruning, Quantization
@@ -82,34 +84,14 @@ def corpus_files(source: Any) -> list[Path]:
     return list_shards(source)
 
 
-def _id_value(v: Any, where: str) -> str:
-    if isinstance(v, bool) or not isinstance(v, (str, int, np.integer)):
-        raise ValueError(f"{where}: the document id must be a string or an integer, got {type(v).__name__}")
-    s = str(v)
-    if not s:
-        raise ValueError(f"{where}: empty document id")
-    return s
-
-
-def _text_value(v: Any, key: str, where: str, required: bool) -> str:
-    if v is None:
-        if required:
-            raise ValueError(f"{where}: missing '{key}'")
-        return ""
-    if not isinstance(v, str):
-        raise ValueError(f"{where}: '{key}' must be a string, got {type(v).__name__}")
-    return v
-
-
 def _row(obj: dict, where: str) -> CorpusRow:
     key = "_id" if "_id" in obj else "id" if "id" in obj else None
     if key is None:
         raise ValueError(f"{where}: no '_id' (or 'id') field")
-    if "text" not in obj:
-        raise ValueError(f"{where}: missing 'text'")
-    text = _text_value(obj["text"], "text", where, True)
-    title = _text_value(obj.get("title"), "title", where, False)
-    return CorpusRow(_id_value(obj[key], where), f"{title} {text}" if title else text, where)
+    if isinstance(obj[key], np.integer):
+        obj = dict(obj, **{key: int(obj[key])})
+    doc_id, text = corpus_record(obj, where, key)
+    return CorpusRow(doc_id, text, where)
 
 
 def iter_corpus(source: Any) -> Iterator[CorpusRow]:
@@ -219,17 +201,15 @@ def _existing_parts(out: Path, settings: dict, overwrite: bool) -> dict[int, Pat
     for p in entries:
         if _TMP_RE.match(p.name) or p.name.startswith(".dupcheck-"):
             if p.is_dir():
-                import shutil
-
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
     for p in entries:
-        m = fmt._PART_RE.match(p.name)
-        if not m or not p.exists():
+        k = fmt.part_index(p.name)
+        if k is None or not p.exists():
             continue
         try:
-            meta, theirs = fmt.part_settings(p)
+            _, theirs = fmt.part_settings(p)
         except ValueError:
             if overwrite:
                 p.unlink()
@@ -241,7 +221,7 @@ def _existing_parts(out: Path, settings: dict, overwrite: bool) -> dict[int, Pat
                 continue
             raise ValueError(f"{out}: {p.name} was written under other settings ({_describe_difference(theirs, settings)}); "
                              "parts are never mixed: use a new output directory, or --overwrite to replace them")
-        kept[int(m.group(1))] = p
+        kept[k] = p
     if mpath.exists():
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         if manifest.get("settings") != settings:
@@ -258,7 +238,7 @@ def _check_output(out: Path) -> None:
         raise ValueError(f"{out}: exists and is not a directory")
     if out.is_dir():
         foreign = [p.name for p in out.iterdir()
-                   if not (fmt._PART_RE.match(p.name) or p.name == fmt.MANIFEST_NAME or _TMP_RE.match(p.name)
+                   if not (fmt.part_index(p.name) is not None or p.name == fmt.MANIFEST_NAME or _TMP_RE.match(p.name)
                            or p.name.startswith(".dupcheck-"))]
         if foreign:
             raise ValueError(f"{out}: not a shard directory (holds {sorted(foreign)[:3]}); choose an empty or new "
@@ -365,8 +345,8 @@ def encode_corpus(encoder: Any, corpus: Any, out: str | Path, *, shard_size: int
         missing = [x.name for x in paths if not x.is_file()]
         if missing:
             raise RuntimeError(f"{out}: parts {missing[:5]} are missing after every process finished")
-        extra = sorted(x.name for x in out.iterdir() if fmt._PART_RE.match(x.name) and int(
-            fmt._PART_RE.match(x.name).group(1)) >= part)
+        on_disk = [(fmt.part_index(x.name), x.name) for x in out.iterdir()]
+        extra = sorted(name for k, name in on_disk if k is not None and k >= part)
         if extra:
             raise ValueError(f"{out}: holds parts beyond the corpus's {part} ({extra[:3]}): the corpus changed "
                              "since they were written; use a new output directory")
@@ -376,15 +356,7 @@ def encode_corpus(encoder: Any, corpus: Any, out: str | Path, *, shard_size: int
             raise ValueError(f"duplicate document id {doc_id!r}: row {ra} of {fmt.part_name(pa)} and row {rb} of "
                              f"{fmt.part_name(pb)} (corpus rows {pa * shard_size + ra} and {pb * shard_size + rb}, "
                              f"counting the kept rows); the parts are kept but {out} has no manifest")
-        entries = []
-        for x in paths:
-            meta, _ = fmt.part_settings(x)
-            import safetensors
-
-            with safetensors.safe_open(str(x), framework="np") as f:
-                nnz = f.get_slice("token_ids").get_shape()[0]
-            entries.append({"file": x.name, "docs": int(meta["n_docs"]), "nnz": int(nnz), "bytes": x.stat().st_size})
-        report.manifest = fmt.write_manifest(out, settings, encoder.vocab_size, entries)
+        report.manifest = fmt.write_manifest(out, settings, encoder.vocab_size, [fmt.manifest_entry(x) for x in paths])
     _barrier("jsplade-encode-done")
     report.seconds = time.perf_counter() - t0
     return report
@@ -416,12 +388,14 @@ def _encode_part(encoder, rows, part, first_row, settings, k, pruning, quantizat
 def load_encoded(folder: str | Path) -> tuple[list[str], sp.csr_matrix]:
     """(ids, float32 vectors) of a finished shard directory, impacts divided back by the quantisation
     factor when the directory is quantised."""
+    ids: list[str] = []
+    parts = []
     shards = fmt.read_shards(folder)
-    ids, m = shards.load()
-    q = shards.quantization
-    if q is not None:
-        m = Quantization.from_dict(q).dequantize(m)
-    return ids, m.astype(np.float32)
+    for part_ids, m in shards.iter_vectors():
+        ids += part_ids
+        parts.append(m)
+    return ids, sp.vstack(parts, format="csr", dtype=np.float32) if parts else sp.csr_matrix(
+        (0, shards.vocab_size), dtype=np.float32)
 
 
 def prune_shards(src: str | Path, out: str | Path, *, pruning: Pruning | str | None = None,
@@ -455,10 +429,5 @@ def prune_shards(src: str | Path, out: str | Path, *, pruning: Pruning | str | N
                 m = quantization.quantize(m)
             fmt.write_part(target, fmt.encode_part(ids, m, n_tokens, part=k, first_row=int(meta["first_row"]),
                                                    settings=settings))
-        import safetensors
-
-        with safetensors.safe_open(str(target), framework="np") as f:
-            nnz = f.get_slice("token_ids").get_shape()[0]
-            n_docs = int(f.metadata()["n_docs"])
-        entries.append({"file": target.name, "docs": n_docs, "nnz": int(nnz), "bytes": target.stat().st_size})
+        entries.append(fmt.manifest_entry(target))
     return fmt.write_manifest(out, settings, shards.vocab_size, entries)

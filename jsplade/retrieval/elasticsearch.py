@@ -41,7 +41,6 @@ What Elasticsearch does with these values (read from its ``SparseVectorFieldMapp
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -49,11 +48,12 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from jsplade.files import atomic_open, atomic_write_json
+from jsplade.files import atomic_write_json
+from jsplade.retrieval.bulk import check_fields, check_ratio, check_texts, prune_rows, read_pairs, write_pairs
 from jsplade.retrieval.index import check_ids
 from jsplade.retrieval.opensearch import token_table
 from jsplade.splade.pruning import Pruning
-from jsplade.splade.sparse import as_csr
+from jsplade.splade.sparse import canonical_csr
 
 __all__ = ["write_bulk_ndjson", "read_bulk_ndjson", "index_mapping", "write_index_mapping", "query_body",
            "feature_names", "escape_feature", "unescape_feature", "stored_value", "stored_weights",
@@ -114,33 +114,12 @@ def stored_value(weights: Any) -> np.ndarray:
 def stored_weights(encodings: Any) -> sp.csr_matrix:
     """The document encodings (CSR/dense [N, V]) as Elasticsearch stores them (``stored_value`` of every
     entry); exact ES scores of a query ``q`` are ``q @ stored_weights(docs).T`` up to float32 summation."""
-    m = _canonical(encodings, None, "encodings")
+    m = canonical_csr(encodings, rows=None, arg="encodings")
     m.data = stored_value(m.data)
     return m
 
 
 # --------------------------------------------------------------------------- rows
-def _canonical(encodings: Any, rows: int | None, arg: str) -> sp.csr_matrix:
-    m = as_csr(encodings, arg=arg)
-    if rows is not None and m.shape[0] != rows:
-        raise ValueError(f"{arg} has {m.shape[0]} rows, expected {rows}")
-    if not np.isfinite(m.data).all():
-        raise ValueError(f"{arg} contains NaN or infinite values")
-    m = m.copy()
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
-
-
-def _check_ratio(prune_ratio: float | None) -> float | None:
-    if prune_ratio is None:
-        return None
-    if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not 0.0 <= prune_ratio < 1.0:
-        raise ValueError(f"prune_ratio must be None or a number in [0, 1), got {prune_ratio!r}")
-    return float(prune_ratio)
-
-
 def _row_features(m: sp.csr_matrix, row: int, names: Sequence[str], prune_ratio: float | None, what: str,
                   document: bool) -> dict[str, float]:
     """feature name -> weight of the non-zero entries of canonical CSR row ``row`` (ascending token id)."""
@@ -173,42 +152,15 @@ def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str],
     ``jsplade.splade.pruning`` (as in the shards and the OpenSearch file). The file is written atomically;
     negative or subnormal weights raise ``ValueError`` naming the row before anything is written.
     """
-    if not isinstance(index_name, str) or not index_name:
-        raise ValueError(f"index_name must be a non-empty string, got {index_name!r}")
-    if not (isinstance(field, str) and field and isinstance(text_field, str) and text_field) or field == text_field:
-        raise ValueError(f"field and text_field must be distinct non-empty strings, got {field!r}, {text_field!r}")
+    check_fields(index_name, field, text_field)
     ids = check_ids(doc_ids, "doc_ids")
-    m = _canonical(encodings, len(ids), "encodings")
-    if pruning is not None:
-        if (m.data < 0).any():
-            raise ValueError("encodings has negative weights; sparse_vector accepts only positive values")
-        m = (Pruning.parse(pruning) if isinstance(pruning, str) else pruning).apply(m)
-    ratio = _check_ratio(prune_ratio)
-    if texts is not None:
-        texts = list(texts)
-        if len(texts) != len(ids):
-            raise ValueError(f"texts has {len(texts)} entries, expected {len(ids)} (one per doc id)")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+    m = prune_rows(canonical_csr(encodings, rows=len(ids), arg="encodings"), pruning, "encodings", "Elasticsearch sparse_vector")
+    ratio = check_ratio(prune_ratio)
+    texts = check_texts(texts, len(ids))
     names = feature_names(tokenizer, m.shape[1], dots)
     rows = [_row_features(m, i, names, ratio, f"encodings row {i} ({doc_id!r})", document=True)
             for i, doc_id in enumerate(ids)]
-    with atomic_open(Path(path), "w") as f:
-        for i, (doc_id, features) in enumerate(zip(ids, rows)):
-            source: dict[str, Any] = {field: features}
-            if texts is not None:
-                source[text_field] = texts[i]
-            f.write(json.dumps({"index": {"_index": index_name, "_id": doc_id}}, ensure_ascii=False) + "\n")
-            f.write(json.dumps(source, ensure_ascii=False) + "\n")
-    return len(ids)
-
-
-def _json_line(path: Path, lines: list[str], n: int) -> Any:
-    try:
-        return json.loads(lines[n])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{n + 1}: malformed JSON ({exc.msg})") from None
+    return write_pairs(path, index_name, ids, rows, field, texts, text_field)
 
 
 def read_bulk_ndjson(path: str | Path, tokenizer: Any, vocab_size: int, field: str = DEFAULT_FIELD,
@@ -220,47 +172,14 @@ def read_bulk_ndjson(path: str | Path, tokenizer: Any, vocab_size: int, field: s
     ids raise ``ValueError`` naming the file and line.
     """
     _check_dots(dots)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: bulk file not found")
-    ids: list[str] = []
-    texts: list[str | None] = []
-    data: list[float] = []
-    indices: list[int] = []
-    indptr = [0]
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f]
-    if len(lines) % 2:
-        raise ValueError(f"{path}: odd number of lines ({len(lines)}); expected action/source pairs")
-    for n in range(0, len(lines), 2):
-        action, source = _json_line(path, lines, n), _json_line(path, lines, n + 1)
-        meta = action.get("index") if isinstance(action, dict) else None
-        if not isinstance(meta, dict) or not isinstance(meta.get("_id"), str):
-            raise ValueError(f"{path}:{n + 1}: expected an {{'index': {{'_id': ...}}}} action line")
-        if not isinstance(source, dict) or not isinstance(source.get(field), dict):
-            raise ValueError(f"{path}:{n + 2}: expected a source object with a '{field}' map")
-        row = []
-        for name, w in source[field].items():
-            try:
-                tok = unescape_feature(name) if dots == "escape" else name
-            except ValueError as exc:
-                raise ValueError(f"{path}:{n + 2}: {exc}") from None
-            tid = tokenizer.token_to_id(tok)
-            if tid is None or not 0 <= tid < vocab_size:
-                raise ValueError(f"{path}:{n + 2}: feature {name!r} is not in the vocabulary")
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-                raise ValueError(f"{path}:{n + 2}: weight of {name!r} is not a positive number")
-            row.append((tid, w))
-        row.sort()
-        indices.extend(t for t, _ in row)
-        data.extend(w for _, w in row)
-        indptr.append(len(indices))
-        ids.append(meta["_id"])
-        texts.append(source.get(text_field))
-    check_ids(ids, f"{path}: document ids")
-    m = sp.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32),
-                       np.asarray(indptr, dtype=np.int64)), shape=(len(ids), vocab_size))
-    return ids, m, texts
+
+    def feature_id(name: str) -> int | None:
+        return tokenizer.token_to_id(unescape_feature(name) if dots == "escape" else name)
+
+    def weight_problem(w: Any) -> str | None:
+        return None if not isinstance(w, bool) and isinstance(w, (int, float)) and w > 0 else "a positive number"
+
+    return read_pairs(path, vocab_size, field, text_field, feature_id, weight_problem)
 
 
 # --------------------------------------------------------------------------- mapping and queries
@@ -298,13 +217,13 @@ def query_body(query: Any, tokenizer: Any, field: str = DEFAULT_FIELD, size: int
     None leaves the decision to the field's ``index_options`` / the index version. Negative weights and a
     query without any positive weight raise ``ValueError``.
     """
-    m = _canonical(query, None, "query")
+    m = canonical_csr(query, rows=None, arg="query")
     if m.shape[0] != 1:
         raise ValueError(f"query must be one row, got {m.shape[0]} rows")
     if not isinstance(field, str) or not field:
         raise ValueError(f"field must be a non-empty string, got {field!r}")
     names = feature_names(tokenizer, m.shape[1], dots)
-    vector = _row_features(m, 0, names, _check_ratio(prune_ratio), "query", document=False)
+    vector = _row_features(m, 0, names, check_ratio(prune_ratio), "query", document=False)
     if not vector:
         raise ValueError("query has no positive weight; a sparse_vector query needs at least one token")
     spec: dict[str, Any] = {"field": field, "query_vector": vector}

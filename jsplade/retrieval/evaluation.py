@@ -27,7 +27,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from jsplade.retrieval.shards import read_shards
-from jsplade.splade.pruning import Quantization
 from jsplade.retrieval.index import TopKAccumulator, accumulate_topk, check_ids, id_ranks, select_topk
 from jsplade.files import atomic_write_json
 from jsplade.splade.sparse import as_csr, check_max_active_dims
@@ -279,15 +278,12 @@ class SparseIREvaluator:
             raise ValueError(f"{shards.folder}: holds {shards.n_docs} documents, the evaluator's corpus "
                              f"{len(corpus_ids)}")
         row_of = {c: i for i, c in enumerate(corpus_ids)}
-        quantization = shards.quantization
-        for ids, m in shards.iter_parts():
+        for ids, m in shards.iter_vectors():
             rows = np.fromiter((row_of.get(i, -1) for i in ids), np.int64, len(ids))
             if (rows < 0).any():
                 raise ValueError(f"{shards.folder}: document id {ids[int(np.argmax(rows < 0))]!r} is not in the "
                                  "evaluator's corpus")
-            if quantization is not None:
-                m = Quantization.from_dict(quantization).dequantize(m)
-            yield rows, m.astype(np.float32)
+            yield rows, m
 
     def retrieve(self, encoder: Any, corpus_shards: Any = None) -> tuple[dict[str, list[str]], dict[str, float]]:
         """(query id -> top max_k corpus ids, sparsity statistics) for ``encoder``; with ``corpus_shards``

@@ -23,7 +23,6 @@ import scipy.sparse as sp
 from jsplade.files import atomic_write_bytes
 from jsplade.splade.sparse import as_csr
 from jsplade.retrieval.shards import read_shards
-from jsplade.splade.pruning import Quantization
 
 __all__ = ["SparseIndex", "TopKAccumulator", "id_ranks", "select_topk", "accumulate_topk", "check_ids"]
 
@@ -256,9 +255,8 @@ class SparseIndex:
         part; quantised impacts are divided back by the quantisation factor (float32 weights)."""
         shards = read_shards(folder)
         index = cls(shards.vocab_size)
-        q = shards.quantization
-        for ids, m in shards.iter_parts():
-            index.add(ids, Quantization.from_dict(q).dequantize(m) if q is not None else m)
+        for ids, m in shards.iter_vectors():
+            index.add(ids, m)
         return index
 
     def save(self, path: str | Path) -> None:

@@ -19,17 +19,17 @@ values with reduced precision, so its scores differ slightly from the float32 do
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from jsplade.retrieval.bulk import check_fields, check_ratio, check_texts, prune_rows, read_pairs, write_pairs
 from jsplade.retrieval.index import check_ids
-from jsplade.files import atomic_open, atomic_write_json
+from jsplade.files import atomic_write_json
 from jsplade.splade.pruning import Pruning
-from jsplade.splade.sparse import as_csr
+from jsplade.splade.sparse import canonical_csr
 
 __all__ = ["token_table", "row_to_features", "write_bulk_ndjson", "read_bulk_ndjson", "index_mapping",
            "write_index_mapping", "query_body", "DEFAULT_FIELD"]
@@ -46,14 +46,6 @@ def token_table(tokenizer: Any, vocab_size: int) -> list[str]:
     if len(set(table)) != len(table):
         raise ValueError("tokenizer maps two ids to the same token string; rank_features keys would collide")
     return table
-
-
-def _check_ratio(prune_ratio: float | None) -> float | None:
-    if prune_ratio is None:
-        return None
-    if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not 0.0 <= prune_ratio < 1.0:
-        raise ValueError(f"prune_ratio must be None or a number in [0, 1), got {prune_ratio!r}")
-    return float(prune_ratio)
 
 
 def row_to_features(m: sp.csr_matrix, row: int, tokens: Sequence[str], prune_ratio: float | None = None,
@@ -77,28 +69,6 @@ def row_to_features(m: sp.csr_matrix, row: int, tokens: Sequence[str], prune_rat
     return {tokens[int(c)]: float(str(np.float32(v))) for c, v in zip(cols[order], vals[order])}
 
 
-def _canonical(encodings: Any, rows: int | None, arg: str) -> sp.csr_matrix:
-    m = as_csr(encodings, arg=arg)
-    if rows is not None and m.shape[0] != rows:
-        raise ValueError(f"{arg} has {m.shape[0]} rows, expected {rows}")
-    if not np.isfinite(m.data).all():
-        raise ValueError(f"{arg} contains NaN or infinite values")
-    m = m.copy()
-    m.sum_duplicates()
-    return m
-
-
-def _prune(m: sp.csr_matrix, pruning: Pruning | str | None, arg: str) -> sp.csr_matrix:
-    if pruning is None:
-        return m
-    rule = Pruning.parse(pruning) if isinstance(pruning, str) else pruning
-    if not isinstance(rule, Pruning):
-        raise TypeError(f"pruning must be a jsplade.splade.pruning.Pruning or a rule string, got {type(pruning).__name__}")
-    if (m.data < 0).any():
-        raise ValueError(f"{arg} has negative weights; OpenSearch rank_features accepts only positive values")
-    return rule.apply(m)
-
-
 def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str], encodings: Any, tokenizer: Any,
                       texts: Sequence[str] | None = None, field: str = DEFAULT_FIELD, text_field: str = "text",
                       prune_ratio: float | None = None, pruning: Pruning | str | None = None) -> int:
@@ -111,38 +81,15 @@ def write_bulk_ndjson(path: str | Path, index_name: str, doc_ids: Sequence[str],
     ``tokenizer``: anything with ``id_to_token(i)``; ``texts``: optional document texts stored under
     ``text_field``. The file is written atomically.
     """
-    if not isinstance(index_name, str) or not index_name:
-        raise ValueError(f"index_name must be a non-empty string, got {index_name!r}")
-    if not (isinstance(field, str) and field and isinstance(text_field, str) and text_field) or field == text_field:
-        raise ValueError(f"field and text_field must be distinct non-empty strings, got {field!r}, {text_field!r}")
+    check_fields(index_name, field, text_field)
     ids = check_ids(doc_ids, "doc_ids")
-    m = _prune(_canonical(encodings, len(ids), "encodings"), pruning, "encodings")
-    ratio = _check_ratio(prune_ratio)
-    if texts is not None:
-        texts = list(texts)
-        if len(texts) != len(ids):
-            raise ValueError(f"texts has {len(texts)} entries, expected {len(ids)} (one per doc id)")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+    m = prune_rows(canonical_csr(encodings, rows=len(ids), arg="encodings"), pruning, "encodings", "OpenSearch rank_features")
+    ratio = check_ratio(prune_ratio)
+    texts = check_texts(texts, len(ids))
     tokens = token_table(tokenizer, m.shape[1])
-    path = Path(path)
-    with atomic_open(path, "w") as f:
-        for i, doc_id in enumerate(ids):
-            features = row_to_features(m, i, tokens, ratio, what=f"encodings row {i} ({doc_id!r})")
-            source: dict[str, Any] = {field: features}
-            if texts is not None:
-                source[text_field] = texts[i]
-            f.write(json.dumps({"index": {"_index": index_name, "_id": doc_id}}, ensure_ascii=False) + "\n")
-            f.write(json.dumps(source, ensure_ascii=False) + "\n")
-    return len(ids)
-
-
-def _json_line(path: Path, lines: list[str], n: int) -> Any:
-    try:
-        return json.loads(lines[n])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{n + 1}: malformed JSON ({exc.msg})") from None
+    features = [row_to_features(m, i, tokens, ratio, what=f"encodings row {i} ({doc_id!r})")
+                for i, doc_id in enumerate(ids)]
+    return write_pairs(path, index_name, ids, features, field, texts, text_field)
 
 
 def read_bulk_ndjson(path: str | Path, tokenizer: Any, vocab_size: int, field: str = DEFAULT_FIELD,
@@ -152,43 +99,10 @@ def read_bulk_ndjson(path: str | Path, tokenizer: Any, vocab_size: int, field: s
     ``tokenizer`` needs ``token_to_id(token)``. Malformed lines, unknown tokens and duplicate ids raise
     ``ValueError`` naming the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: bulk file not found")
-    ids: list[str] = []
-    texts: list[str | None] = []
-    data: list[float] = []
-    indices: list[int] = []
-    indptr = [0]
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f]
-    if len(lines) % 2:
-        raise ValueError(f"{path}: odd number of lines ({len(lines)}); expected action/source pairs")
-    for n in range(0, len(lines), 2):
-        action, source = _json_line(path, lines, n), _json_line(path, lines, n + 1)
-        meta = action.get("index") if isinstance(action, dict) else None
-        if not isinstance(meta, dict) or not isinstance(meta.get("_id"), str):
-            raise ValueError(f"{path}:{n + 1}: expected an {{'index': {{'_id': ...}}}} action line")
-        if not isinstance(source, dict) or not isinstance(source.get(field), dict):
-            raise ValueError(f"{path}:{n + 2}: expected a source object with a '{field}' map")
-        row = []
-        for tok, w in source[field].items():
-            tid = tokenizer.token_to_id(tok)
-            if tid is None or not 0 <= tid < vocab_size:
-                raise ValueError(f"{path}:{n + 2}: token {tok!r} is not in the vocabulary")
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise ValueError(f"{path}:{n + 2}: weight of {tok!r} is not a number")
-            row.append((tid, w))
-        row.sort()
-        indices.extend(t for t, _ in row)
-        data.extend(w for _, w in row)
-        indptr.append(len(indices))
-        ids.append(meta["_id"])
-        texts.append(source.get(text_field))
-    check_ids(ids, f"{path}: document ids")
-    m = sp.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32),
-                       np.asarray(indptr, dtype=np.int64)), shape=(len(ids), vocab_size))
-    return ids, m, texts
+    def weight_problem(w: Any) -> str | None:
+        return "a number" if isinstance(w, bool) or not isinstance(w, (int, float)) else None
+
+    return read_pairs(path, vocab_size, field, text_field, tokenizer.token_to_id, weight_problem, noun="token")
 
 
 def index_mapping(field: str = DEFAULT_FIELD, text_field: str = "text") -> dict[str, Any]:
@@ -206,12 +120,12 @@ def query_body(query: Any, tokenizer: Any, field: str = DEFAULT_FIELD, size: int
     """``{"query": {"neural_sparse": {field: {"query_tokens": {token: weight}}}}}`` for ONE encoded query
     (CSR/dense row of width V); ``size`` adds a top-level ``"size"``; ``pruning`` as in ``write_bulk_ndjson``.
     Negative weights raise ``ValueError``."""
-    m = _prune(_canonical(query, None, "query"), pruning, "query")
+    m = prune_rows(canonical_csr(query, rows=None, arg="query"), pruning, "query", "OpenSearch rank_features")
     if m.shape[0] != 1:
         raise ValueError(f"query must be one row, got {m.shape[0]} rows")
     tokens = token_table(tokenizer, m.shape[1])
     body: dict[str, Any] = {"query": {"neural_sparse": {field: {
-        "query_tokens": row_to_features(m, 0, tokens, _check_ratio(prune_ratio), what="query")}}}}
+        "query_tokens": row_to_features(m, 0, tokens, check_ratio(prune_ratio), what="query")}}}}
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")

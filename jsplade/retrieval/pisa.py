@@ -84,7 +84,7 @@ from jsplade.retrieval.corpus import load_encoded
 from jsplade.retrieval.shards import read_shards
 from jsplade.retrieval.index import check_ids, id_ranks
 from jsplade.splade.pruning import Quantization
-from jsplade.splade.sparse import as_csr
+from jsplade.splade.sparse import canonical_csr
 
 __all__ = ["PisaSparseIndex", "quantize", "token_string", "FORMAT_TAG", "QUERY_ALGORITHMS"]
 
@@ -121,14 +121,7 @@ def _factor(value: Any, name: str) -> float:
 
 
 def _canonical(x: Any, vocab_size: int | None, rows: int | None, arg: str) -> sp.csr_matrix:
-    m = as_csr(x, vocab_size=vocab_size, arg=arg).copy()
-    if rows is not None and m.shape[0] != rows:
-        raise ValueError(f"{arg} has {m.shape[0]} rows, expected {rows} (one per doc id)")
-    if not np.isfinite(m.data).all():
-        raise ValueError(f"{arg} contains NaN or infinite values")
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    m.sort_indices()
+    m = canonical_csr(x, vocab_size, rows, arg)
     if (m.data < 0).any():
         raise ValueError(f"{arg} has negative weights; PISA impacts and query weights are non-negative integers")
     return m

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from jsplade.files import atomic_directory
 from jsplade.retrieval.corpus import load_encoded
 from jsplade.retrieval.index import check_ids, id_ranks
-from jsplade.splade.sparse import as_csr
+from jsplade.splade.sparse import canonical_csr
 
 __all__ = ["QdrantSparseIndex", "FORMAT_TAG", "FLOAT32_SCORE_BOUND"]
 
@@ -66,18 +66,6 @@ def _name(value: Any, arg: str) -> str:
     return value
 
 
-def _canonical(x: Any, vocab_size: int | None, rows: int | None, arg: str) -> sp.csr_matrix:
-    m = as_csr(x, vocab_size=vocab_size, arg=arg).copy()
-    if rows is not None and m.shape[0] != rows:
-        raise ValueError(f"{arg} has {m.shape[0]} rows, expected {rows} (one per doc id)")
-    if not np.isfinite(m.data).all():
-        raise ValueError(f"{arg} contains NaN or infinite values")
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
-
-
 def _vector(models: Any, m: sp.csr_matrix, row: int):
     lo, hi = m.indptr[row], m.indptr[row + 1]
     return models.SparseVector(indices=m.indices[lo:hi].tolist(),
@@ -100,7 +88,7 @@ class QdrantSparseIndex:
         ids = check_ids(doc_ids, "doc_ids")
         if not ids:
             raise ValueError("doc_ids is empty; a Qdrant index needs at least one document")
-        m = _canonical(encodings, None, len(ids), "encodings")
+        m = canonical_csr(encodings, None, len(ids), "encodings")
         collection, vector_name = _name(collection, "collection"), _name(vector_name, "vector_name")
         batch_size = _positive_int(batch_size, "batch_size")
         meta = {"format": FORMAT_TAG, "vocab_size": int(m.shape[1]), "vector_name": vector_name,
@@ -249,7 +237,7 @@ class QdrantSparseIndex:
         """
         k = _positive_int(k, "k")
         batch_size = _positive_int(batch_size, "batch_size")
-        q = _canonical(queries, self.vocab_size, None, "queries")
+        q = canonical_csr(queries, self.vocab_size, None, "queries")
         n = len(self._ids)
         kk = min(k, n)
         out_rows: list[list[int]] = [[] for _ in range(q.shape[0])]

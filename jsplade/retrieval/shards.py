@@ -12,7 +12,7 @@ Part k holds the corpus rows ``[k * shard_size, (k + 1) * shard_size)`` in corpu
     doc_id_offsets  int64  [n + 1]   document i's id is doc_ids[doc_id_offsets[i]:doc_id_offsets[i+1]]
     n_tokens        int32  [n]       tokens the model read (special tokens included, after truncation)
 
-and string metadata ``format``, ``part`` (k), ``first_row``, ``n_docs``, ``settings`` (the JSON below, canonical) and
+and string metadata ``format``, ``part`` (k), ``first_row``, ``n_docs``, ``nnz``, ``settings`` (the JSON below, canonical) and
 ``settings_digest``. ``settings`` is everything that decides a part's bytes: the model's fingerprint
 (``SparseEncoder.fingerprint``), ``max_active_dims``, pruning and quantisation, the empty-text rule, the
 shard size, the batch size (batch composition moves float rounding) and the number of devices; a part
@@ -42,8 +42,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from jsplade.files import atomic_write_bytes, atomic_write_json, read_json_object
+from jsplade.splade.pruning import Quantization
 
-__all__ = ["PART_FORMAT", "MANIFEST_FORMAT", "MANIFEST_NAME", "part_name", "encode_part", "write_part",
+__all__ = ["PART_FORMAT", "MANIFEST_FORMAT", "MANIFEST_NAME", "part_name", "part_index", "manifest_entry", "encode_part", "write_part",
            "read_part", "part_settings", "EncodedShards", "read_shards", "settings_digest", "find_duplicate_ids"]
 
 PART_FORMAT = "jsplade.EncodedPart/1"
@@ -55,6 +56,18 @@ _TENSORS = ("indptr", "token_ids", "weights", "doc_ids", "doc_id_offsets", "n_to
 
 def part_name(k: int) -> str:
     return f"part-{k:05d}.safetensors"
+
+
+def part_index(name: str) -> int | None:
+    """k of a file named ``part_name(k)``; None for any other name."""
+    m = _PART_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def manifest_entry(path: Path) -> dict:
+    """The manifest's record of one part (from its header)."""
+    meta, _ = part_settings(path)
+    return {"file": path.name, "docs": int(meta["n_docs"]), "nnz": int(meta["nnz"]), "bytes": path.stat().st_size}
 
 
 def _canonical(obj: Any) -> str:
@@ -84,6 +97,7 @@ def encode_part(doc_ids: Sequence[str], vectors: sp.csr_matrix, n_tokens: Sequen
         "n_tokens": np.asarray(n_tokens, np.int32),
     }
     metadata = {"format": PART_FORMAT, "part": str(part), "first_row": str(first_row), "n_docs": str(len(doc_ids)),
+                "nnz": str(m.nnz),
                 "settings": _canonical(settings), "settings_digest": settings_digest(settings)}
     return _safetensors_bytes(tensors, metadata)
 
@@ -238,6 +252,12 @@ class EncodedShards:
             ids, m, _ = read_part(p, self.vocab_size)
             yield ids, m
 
+    def iter_vectors(self) -> Iterator[tuple[list[str], sp.csr_matrix]]:
+        """(doc ids, float32 vectors) of each part, quantised impacts divided back by their factor."""
+        q = None if self.quantization is None else Quantization.from_dict(self.quantization)
+        for ids, m in self.iter_parts():
+            yield ids, (m if q is None else q.dequantize(m)).astype(np.float32)
+
     def load(self) -> tuple[list[str], sp.csr_matrix]:
         """Every document id and vector (CSR [n_docs, V]); float32 weights, or int32 impacts when quantised."""
         ids: list[str] = []
@@ -255,7 +275,7 @@ def read_shards(folder: str | Path) -> EncodedShards:
         raise FileNotFoundError(f"{folder}: shard directory not found")
     mpath = folder / MANIFEST_NAME
     if not mpath.is_file():
-        n = len([p for p in folder.iterdir() if _PART_RE.match(p.name)])
+        n = len([p for p in folder.iterdir() if part_index(p.name) is not None])
         raise ValueError(f"{folder}: unfinished shard directory ({n} parts, no {MANIFEST_NAME}); rerun the "
                          "jsplade-encode command that wrote it to finish it")
     manifest = read_json_object(mpath, "shard manifest")

@@ -14,6 +14,8 @@ Two ladders, because a new shape costs very different amounts in the two places 
 
 from __future__ import annotations
 
+import numpy as np
+
 LENGTH_LADDER = tuple(range(16, 257, 16)) + (320, 384, 448, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072,
                                              4096, 5120, 6144, 8192, 10240, 12288, 16384)
 ENCODE_LENGTH_LADDER = (tuple(range(8, 257, 8)) + tuple(range(288, 513, 32))
@@ -31,3 +33,29 @@ def padded_length(n_tokens: int, max_length: int, ladder: tuple[int, ...] = LENG
 def pow2_at_least(n: int) -> int:
     """Row counts are padded to powers of two for the same reason."""
     return 1 << max(0, (n - 1).bit_length())
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, tokens_per_batch: int, max_length: int,
+                   ladder: tuple[int, ...] = ENCODE_LENGTH_LADDER) -> list[tuple[np.ndarray, int]]:
+    """The encoder's batches: (row indices, padded length) of rows sorted by length (longest first, stable),
+    each batch at most ``batch_size`` rows and ``tokens_per_batch`` padded tokens."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        pad_len = padded_length(int(lengths[order[start]]), max_length, ladder)
+        size = max(1, min(batch_size, tokens_per_batch // pad_len))
+        batches.append((order[start:start + size], pad_len))
+        start += size
+    return batches
+
+
+def pad_rows(ids, rows: np.ndarray, pad_len: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input ids, attention mask) [n_rows, pad_len] int32 of ``ids[r]`` for r in ``rows``; filler rows
+    beyond ``len(rows)`` hold one attended pad token (their outputs are discarded)."""
+    ids_BxL = np.zeros((n_rows, pad_len), np.int32)
+    mask_BxL = np.zeros((n_rows, pad_len), np.int32)
+    for i, r in enumerate(rows):
+        ids_BxL[i, :len(ids[r])] = ids[r]
+        mask_BxL[i, :len(ids[r])] = 1
+    mask_BxL[len(rows):, 0] = 1
+    return ids_BxL, mask_BxL

@@ -43,7 +43,7 @@ from jsplade.backbones.tokenizer import WordPieceTokenizer, validate_texts
 from jsplade.checkpoints.orbax_dir import is_checkpoint_dir
 from jsplade.checkpoints.parts import EncoderParts, read_checkpoint, read_sparse_encoder
 from jsplade.checkpoints.st_export import ExportSummary, write_sparse_encoder
-from jsplade.splade.batching import ENCODE_LENGTH_LADDER, padded_length, pow2_at_least
+from jsplade.splade.batching import length_batches, pad_rows, pow2_at_least
 from jsplade.splade.model import SpladeModel
 from jsplade.splade.packing import pack_documents
 from jsplade.splade.sparse import (as_csr, check_max_active_dims, dense_to_csr, sparsity, topk_csr_rows,
@@ -281,33 +281,21 @@ class SparseEncoder:
         if n == 0:
             return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
         lengths = np.array([len(x) for x in ids])
-        order = np.argsort(-lengths, kind="stable")
         graphdef, state = nnx.split(self.model)
         place_rows, state = self._placement(state)
-        batches = []
-        start = 0
-        while start < n:
-            pad_len = padded_length(int(lengths[order[start]]), max_len, ENCODE_LENGTH_LADDER)
-            size = max(1, min(batch_size, self.tokens_per_batch // pad_len))
-            batches.append((order[start:start + size], pad_len))
-            start += size
+        batches = length_batches(lengths, batch_size, self.tokens_per_batch, max_len)
         pieces: list[sp.csr_matrix] = [None] * len(batches)  # type: ignore[list-item]
         progress = _progress(len(batches), show_progress_bar, n >= _AUTO_PROGRESS, desc)
         for b, (rows, pad_len) in enumerate(batches):
-            padded_rows = rows_for_devices(pow2_at_least(len(rows)), len(self.devices))
-            ids_BxL = np.zeros((padded_rows, pad_len), np.int32)
-            mask_BxL = np.zeros((padded_rows, pad_len), np.int32)
-            for i, r in enumerate(rows):
-                ids_BxL[i, :lengths[r]] = ids[r]
-                mask_BxL[i, :lengths[r]] = 1
-            if padded_rows > len(rows):
-                mask_BxL[len(rows):, 0] = 1  # filler rows: one token, discarded below
+            ids_BxL, mask_BxL = pad_rows(ids, rows, pad_len, rows_for_devices(pow2_at_least(len(rows)),
+                                                                              len(self.devices)))
             pooled = np.asarray(pool_fn(graphdef, state, place_rows(ids_BxL), place_rows(mask_BxL)))[: len(rows)]
             pieces[b] = dense_to_csr(topk_dense_rows(pooled, k))
             if progress is not None:
                 progress.update(1)
         if progress is not None:
             progress.close()
+        order = np.concatenate([rows for rows, _ in batches])
         stacked = sp.vstack(pieces, format="csr", dtype=np.float32)
         inverse = np.empty(n, np.int64)
         inverse[order] = np.arange(n)

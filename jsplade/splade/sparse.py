@@ -87,3 +87,17 @@ def sparsity(m: sp.csr_matrix) -> dict[str, float]:
         rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
         active = float(np.mean(np.bincount(rows[m.data != 0], minlength=m.shape[0])))
     return {"active_dims": active, "sparsity_ratio": 1.0 - active / m.shape[1]}
+
+
+def canonical_csr(x, vocab_size: int | None = None, rows: int | None = None, arg: str = "encodings") -> sp.csr_matrix:
+    """``as_csr(x)`` as a new canonical matrix (duplicates summed, explicit zeros removed, indices sorted),
+    checked: ``rows`` rows when given, finite values (a ``ValueError`` naming ``arg`` otherwise)."""
+    m = as_csr(x, vocab_size=vocab_size, arg=arg).copy()
+    if rows is not None and m.shape[0] != rows:
+        raise ValueError(f"{arg} has {m.shape[0]} rows, expected {rows} (one per doc id)")
+    if not np.isfinite(m.data).all():
+        raise ValueError(f"{arg} contains NaN or infinite values")
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m

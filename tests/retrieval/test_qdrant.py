@@ -12,65 +12,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers.bm25_vectors import bert_tokenizer, generated_vectors, limit_small_vectors
 
 
-from jsplade.backbones.tokenizer import WordPieceTokenizer
-from jsplade.limit.data import generate_limit_corpus, limit_paths
-from jsplade.retrieval.beir import load_beir
 from jsplade.retrieval.index import SparseIndex
 from jsplade.retrieval.qdrant import QdrantSparseIndex
 
 K = 10
 
 
-def bm25_encodings(tok, doc_texts, query_texts, k1=0.9, b=0.4):
-    """(documents CSR float32 [N, V], queries CSR float32 [Q, V]): BM25 document weights, IDF query weights."""
-    V = tok.vocab_size
-    rows, cols, vals = [], [], []
-    for i, ids in enumerate(tok.encode_queries(list(doc_texts), max_length=None)):
-        u, c = np.unique(ids, return_counts=True)
-        rows += [i] * len(u)
-        cols += u.tolist()
-        vals += c.tolist()
-    tf = sp.csr_matrix((np.asarray(vals, np.float64), (rows, cols)), shape=(len(doc_texts), V))
-    n = tf.shape[0]
-    df = np.bincount(tf.indices, minlength=V)
-    idf = np.log1p((n - df + 0.5) / (df + 0.5))
-    dl = np.asarray(tf.sum(axis=1)).ravel()
-    norm = k1 * (1 - b + b * dl / dl.mean())
-    docs = tf.copy()
-    docs.data = idf[docs.indices] * docs.data * (k1 + 1) / (docs.data + np.repeat(norm, np.diff(docs.indptr)))
-    qrows, qcols = [], []
-    for i, ids in enumerate(tok.encode_queries(list(query_texts), max_length=None)):
-        u = np.unique(ids)
-        qrows += [i] * len(u)
-        qcols += u.tolist()
-    queries = sp.csr_matrix((idf[qcols], (qrows, qcols)), shape=(len(query_texts), V))
-    return docs.astype(np.float32), queries.astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
-    return WordPieceTokenizer.from_dir(limit_paths().root / "bert-base-uncased")
+    return bert_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def limit_small(tokenizer):
-    data = load_beir(limit_paths().limit_small)
-    ids = list(data.corpus)
-    docs, queries = bm25_encodings(tokenizer, [data.corpus[i] for i in ids], list(data.queries.values()))
-    return ids, docs, queries
+    return limit_small_vectors(tokenizer)
 
 
 @pytest.fixture(scope="module")
 def generated(tokenizer):
-    paths = limit_paths()
-    data = generate_limit_corpus(paths.items, [paths.limit / "queries.jsonl", paths.limit_small / "queries.jsonl"],
-                                 n_documents=3000, seed=3)
-    ids = list(data.corpus)[::-1]   # insertion order unlike id order
-    qtexts = list(data.queries.values())[::7][:80]
-    docs, queries = bm25_encodings(tokenizer, [data.corpus[i] for i in ids], qtexts)
-    return ids, docs, queries
+    return generated_vectors(tokenizer, query_stride=7, max_queries=80)
 
 
 def exact_scores(queries, docs):

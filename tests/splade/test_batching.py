@@ -35,3 +35,21 @@ def test_padded_length_is_the_smallest_ladder_length_capped_at_the_maximum(ladde
 
 def test_pow2_at_least():
     assert [pow2_at_least(n) for n in (1, 2, 3, 4, 5, 31, 32, 33)] == [1, 2, 4, 4, 8, 32, 32, 64]
+
+
+def test_length_batches_sort_by_length_and_respect_both_budgets():
+    import numpy as np
+
+    from jsplade.splade.batching import length_batches, pad_rows
+
+    lengths = np.array([5, 300, 17, 17, 9, 300, 1])
+    batches = length_batches(lengths, batch_size=2, tokens_per_batch=640, max_length=512)
+    assert [rows.tolist() for rows, _ in batches] == [[1, 5], [2, 3], [4, 0], [6]]  # longest first, stable
+    assert [L for _, L in batches] == [320, 24, 16, 8]
+    assert all(len(rows) * L <= 640 for rows, L in batches)
+    assert [rows.tolist() for rows, _ in length_batches(lengths, 8, 600, 512)][0] == [1]  # 600 // 320 = 1 row
+    ids = [np.arange(n) + 1 for n in lengths]
+    a, m = pad_rows(ids, np.array([2, 6]), 24, 4)
+    assert a.shape == m.shape == (4, 24) and a.dtype == np.int32
+    assert a[0, :17].tolist() == list(range(1, 18)) and m[0].sum() == 17 and m[1].sum() == 1
+    assert m[2:].sum(axis=1).tolist() == [1, 1] and a[2:].sum() == 0  # filler rows: one attended pad token
