@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.distributed or args.coordinator:
         import jax
 
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes: collectives over TCP
         kwargs = {}
         if args.coordinator:
             kwargs = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here, after jax.distributed.initialize (which must precede any use of a JAX backend).
     from jsplade.training.config import TrainConfig
+    from jsplade.training.multihost import PeerFailed
     from jsplade.training.trainer import Trainer, TrainingDivergedError
 
     try:
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"jsplade-train: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDivergedError as exc:
+    except (TrainingDivergedError, PeerFailed) as exc:
         print(f"jsplade-train: error: {exc}", file=sys.stderr)
         return 1
     last = result.history[-1] if result.history else {}

@@ -204,6 +204,24 @@ def global_batch_from_host(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str
     return out
 
 
+def global_batch_from_process_local(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Place a batch of which each process holds only its own rows (streamed data: every process reads its
+    own share). The arrays must have the same shape on every process (lengths agreed beforehand); the
+    global batch is the processes' rows in process order along each row axis. Padded batches only (the
+    packed layout's ``pack_slot`` indexes the whole batch)."""
+    if "pack_ids" in batch:
+        raise ValueError("process-local batches must be padded, not packed")
+    shardings = batch_shardings(mesh, label_ndim=batch["labels"].ndim if "labels" in batch else None)
+    n = jax.process_count()
+    out = {}
+    for k, arr in batch.items():
+        shape = list(arr.shape)
+        shape[BATCH_ROW_AXIS[k]] *= n
+        out[k] = jax.device_put(arr, shardings[k]) if n == 1 else \
+            jax.make_array_from_process_local_data(shardings[k], arr, tuple(shape))
+    return out
+
+
 # --------------------------------------------------------------------------- train state
 def shard_state(state: dict, optimizer, mesh: Mesh, table: AxesTable) -> tuple[dict, dict]:
     """Place a train state on ``mesh``: parameters by the rules (``table``: the model's logical axes),

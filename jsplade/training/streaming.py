@@ -39,7 +39,8 @@ Process assignment (no coordination; every process computes the same rule from t
     scanned by every process but only the own lines are parsed).
     Either way each row of the epoch belongs to exactly one process. Per-process row (and so batch)
     counts are not equalised: "shard" balances only as well as the shards' sizes; "row" within one row
-    per shard. A multi-host trainer must agree on a step count itself (e.g. from ``count_rows``).
+    per shard. The trainer runs a fixed number of steps (``max_steps``), each process moving on to its
+    next epoch when its own rows run out.
 
 Batching (per process, epoch e, seed ``seed``; N = ``buffer_size`` >= ``batch_size`` = B)
     1. Shard order: the process's shards permuted by ``numpy.random.default_rng([seed, e, 1])``

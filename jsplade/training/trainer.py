@@ -40,7 +40,7 @@ from jsplade.splade.encoder import SparseEncoder
 from jsplade.splade.packing import pack_documents
 from jsplade.splade.static_embedding import query_presence
 from jsplade.training import data as training_data
-from jsplade.training import sharding, streaming
+from jsplade.training import multihost, sharding, streaming
 from jsplade.training.config import TrainConfig
 from jsplade.training.losses import BASE_LOSSES, splade_loss
 from jsplade.training.metrics import MetricsLog
@@ -334,6 +334,21 @@ def collate(encoder: SparseEncoder, rows: Sequence[Sequence[str]], micro_batches
     return out
 
 
+def pad_batch(batch: dict[str, np.ndarray], query_length: int, document_length: int) -> dict[str, np.ndarray]:
+    """A padded ``collate`` batch with its query and document axes zero-padded to the given lengths (the
+    lengths all processes of a streamed multi-process step agree on: the largest of theirs). The result
+    equals ``collate`` of the same rows with those lengths (its padding is zeros too)."""
+    out = dict(batch)
+    for keys, length in ((("query_ids", "query_mask"), query_length), (("doc_ids", "doc_mask"), document_length)):
+        for k in keys:
+            have = out[k].shape[-1]
+            if length < have:
+                raise ValueError(f"pad_batch: {k} is {have} tokens long, longer than {length}")
+            if length > have:
+                out[k] = np.pad(out[k], [(0, 0)] * (out[k].ndim - 1) + [(0, length - have)])
+    return out
+
+
 def pack_micro_batches(d_ids_all, pack_length: int, row_multiple: int) -> dict[str, np.ndarray]:
     """The ``pack_*`` arrays of ``collate``: ``d_ids_all[a][c][b]`` = token ids of document ``b`` of column
     ``c`` in micro-batch ``a``, packed into rows of ``pack_length`` tokens (see ``collate``)."""
@@ -545,12 +560,26 @@ class Trainer:
         if cfg.grad_accum_steps > 1 and not cfg.drop_last:
             raise ValueError("config keys 'streaming' with 'grad_accum_steps' > 1 need 'drop_last' = true (the "
                              "micro-batches of a step must have one size)")
-        if jax.process_count() > 1:
-            raise ValueError("config key 'streaming' runs on one process for now (several processes would each "
-                             "read their own rows and need fixed padded lengths)")
-        self.stream = streaming.StreamingBatches(cfg.train_data, cfg.batch_size, seed=self._sampler_seed(),
+        n_proc = jax.process_count()
+        if n_proc > 1:
+            if cfg.mesh is None:
+                raise ValueError(f"config key 'streaming' on {n_proc} processes needs 'mesh' (the global batch "
+                                 "is laid over every process's devices)")
+            if cfg.pack_documents:
+                raise ValueError("config key 'streaming' on several processes needs padded batches: "
+                                 "'pack_documents' packs a whole batch, which no single process holds")
+            if not cfg.drop_last:
+                raise ValueError(f"config key 'streaming' on {n_proc} processes needs 'drop_last' = true (each "
+                                 "process's share of a global batch must have one size; a short last batch of "
+                                 "one process's epoch has no counterpart on the others)")
+            if cfg.batch_size % n_proc:
+                raise ValueError(f"config key 'batch_size' = {cfg.batch_size} must be divisible by the "
+                                 f"{n_proc} processes of a streamed run (each reads batch_size / processes "
+                                 "rows of every batch)")
+        self.stream = streaming.StreamingBatches(cfg.train_data, cfg.batch_size // n_proc, seed=self._sampler_seed(),
                                                  buffer_size=cfg.shuffle_buffer_size, columns=cfg.columns,
-                                                 drop_last=cfg.drop_last)
+                                                 drop_last=cfg.drop_last, process_index=jax.process_index(),
+                                                 process_count=n_proc)
         self.label_column = self.stream.label_column
         self.label_shape = None
         if self.label_column is not None:  # the first row's label: every later row must have its kind and length
@@ -575,6 +604,33 @@ class Trainer:
             ids.append([list(i) for i in b.ids])
         use_labels = labels if self.label_shape is not None else None
         return rows, micro, use_labels, ids
+
+    def _step_batch(self, s: int) -> tuple[dict[str, np.ndarray], list]:
+        """The host batch of step ``s`` and its ``indices`` metric. On a streamed multi-process run each
+        process reads and collates its own rows; the processes then agree on the padded lengths (the
+        largest of theirs, so the batch equals one collated from all rows) and gather the row ids, in the
+        global batch's order (process 0's rows first). A process that cannot read or tokenize its rows
+        stops every process (``multihost.agree``) instead of leaving them waiting."""
+        if self.stream is None or jax.process_count() == 1:
+            rows, micro, labels, indices = self._next_step_data(s)
+            return collate(self.encoder, rows, micro, self.max_query_length, self.max_document_length,
+                           pack_length=self.pack_length, row_multiple=self.row_multiple, labels=labels), indices
+        error, lengths = None, [0, 0]
+        try:
+            rows, micro, labels, ids = self._next_step_data(s)
+            batch = collate(self.encoder, rows, micro, self.max_query_length, self.max_document_length,
+                            labels=labels)
+            lengths = [batch["query_ids"].shape[-1], batch["doc_ids"].shape[-1]]
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are told
+            error = exc
+        agreed = multihost.agree(error is None, lengths, f"reading the rows of step {s}")
+        if error is not None:
+            raise error
+        batch = pad_batch(batch, int(agreed[:, 0].max()), int(agreed[:, 1].max()))
+        gathered = multihost.allgather_ints(np.asarray(ids, np.int64))  # [P, A, B/P, 2]: (shard, row)
+        indices = [[list(map(int, i)) for p in range(gathered.shape[0]) for i in gathered[p, a]]
+                   for a in range(gathered.shape[1])]
+        return batch, indices
 
     # ------------------------------------------------------------------ plan
     def _make_plan(self) -> list[list[list[int]]]:
@@ -640,7 +696,10 @@ class Trainer:
             label_shape = self.label_shape
             step_fn = sharding.jit_sharded_step(train_step, self.mesh, state_shardings, packed=cfg.pack_documents,
                                                 label_ndim=None if label_shape is None else 2 + len(label_shape))
-            place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
+            if self.stream is not None and jax.process_count() > 1:  # each process holds only its own rows
+                place = lambda b: sharding.global_batch_from_process_local(b, self.mesh)  # noqa: E731
+            else:
+                place = lambda b: sharding.global_batch_from_host(b, self.mesh)  # noqa: E731
         else:
             step_fn = jax.jit(train_step, donate_argnums=0)
             place = lambda b: b  # noqa: E731
@@ -670,9 +729,7 @@ class Trainer:
         try:
             last = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
             for s in range(start, last):
-                rows, micro, labels, indices = self._next_step_data(s)
-                batch = collate(self.encoder, rows, micro, self.max_query_length, self.max_document_length,
-                                pack_length=self.pack_length, row_multiple=self.row_multiple, labels=labels)
+                batch, indices = self._step_batch(s)
                 t0 = time.perf_counter()
                 state, metrics = step_fn(state, place(batch))
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -724,7 +781,13 @@ class Trainer:
         return multihost_utils.process_allgather(params, tiled=True)
 
     def _save(self, ckpt: CheckpointSteps, state, step: int, force: bool = False) -> None:
-        data_state = None if self.stream is None else self.stream.state()
+        """A checkpoint; on streamed data with its position: one stream state, or on P processes the list of
+        the P states in process order (gathered, so every process saves the same progress JSON)."""
+        data_state = None
+        if self.stream is not None:
+            data_state = self.stream.state()
+            if jax.process_count() > 1:
+                data_state = multihost.allgather_json(data_state)
         save_state(ckpt, state, step, self.total_steps, force=force, data_state=data_state)
 
     def _restore(self, ckpt: CheckpointSteps, state):
@@ -733,8 +796,27 @@ class Trainer:
             if "data_state" not in progress:
                 raise ValueError(f"{ckpt.dir}: checkpoint {done} has no position in the streamed data (written by a "
                                  "run without 'streaming'); use another output_dir or resume = false")
-            self.stream = streaming.StreamingBatches.from_state(self.config.train_data, progress["data_state"])
+            self.stream = streaming.StreamingBatches.from_state(self.config.train_data,
+                                                                self._own_data_state(ckpt, done, progress))
         return state, done
+
+    @staticmethod
+    def _own_data_state(ckpt: CheckpointSteps, done: int, progress: dict[str, Any]) -> dict[str, Any]:
+        """This process's stream state in a checkpoint's progress JSON (see ``_save``); a checkpoint of a run
+        on another number of processes is refused (its rows were split another way)."""
+        states = progress["data_state"]
+        written_by = len(states) if isinstance(states, list) else 1
+        n_proc = jax.process_count()
+        if written_by != n_proc:
+            raise ValueError(f"{ckpt.dir}: checkpoint {done} was written by a streamed run on {written_by} "
+                             f"process(es), this run has {n_proc}: the data is split between processes, so it "
+                             "resumes only on as many; use another output_dir or resume = false")
+        own = states[jax.process_index()] if isinstance(states, list) else states
+        cfg = own.get("config", {}) if isinstance(own, dict) else {}
+        if cfg.get("process_index", jax.process_index()) != jax.process_index():
+            raise ValueError(f"{ckpt.dir}: checkpoint {done}: stream state {jax.process_index()} belongs to process "
+                             f"{cfg.get('process_index')}")
+        return own
 
     def _write_run_files(self) -> None:
         cfg = self.config

@@ -22,7 +22,7 @@ from jsplade.cli.encode import main
 from jsplade.retrieval.corpus import load_encoded
 from jsplade.retrieval.shards import MANIFEST_NAME, part_name, read_shards
 
-WORKER = Path(__file__).resolve().parents[1] / "helpers" / "encode_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "program_worker.py"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 def run_worker(args, devices=1, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen([sys.executable, str(WORKER), str(devices), *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, str(WORKER), str(devices), "jsplade.cli.encode", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -145,3 +145,21 @@ def test_resuming_a_streamed_run_from_an_in_memory_checkpoint_is_refused(tmp_pat
     Trainer(cfg).fit()
     with pytest.raises(ValueError, match="no position in the streamed data"):
         Trainer(_config(tmp_path, data, "run", max_steps=1)).fit()
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({}, "on 2 processes needs 'mesh'"),
+    ({"mesh": "data=2,fsdp=2,tensor=2", "pack_documents": True}, "needs padded batches"),
+    ({"mesh": "data=2,fsdp=2,tensor=2"}, "on 2 processes needs 'drop_last' = true"),
+    ({"mesh": "data=2,fsdp=2,tensor=2", "drop_last": True, "batch_size": 5, "shuffle_buffer_size": 8},
+     "'batch_size' = 5 must be divisible by the 2 processes"),
+])
+def test_multi_process_streaming_settings_are_checked_before_compute(tmp_path, monkeypatch, kw, message):
+    """A streamed run on several processes (faked here: ``jax.process_count`` says 2) needs a mesh, padded
+    batches of one size (``drop_last``) and a global batch size that splits evenly between the processes."""
+    import jax
+
+    data = _write_shards(tmp_path / "data", 2, 4)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match=message):
+        Trainer(_config(tmp_path, data, "run", **kw))
