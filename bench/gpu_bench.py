@@ -14,6 +14,11 @@ stopped when ``--budget-s`` is spent:
                 reported step time is the mean of back-to-back steps (as a training loop runs them);
                 ``synced_median_s`` is the median with a wait after every step (host latency included).
                 The first variant is also profiled: GPU time per kernel family.
+* ``cached``    the same step cached (GradCache, issue 17): ``--cached-batch`` rows (default 1,024) in mini-batches
+                of ``--cached-mini`` (default 32), bfloat16, first in its process (so the device's peak memory is
+                its own), then the one-pass step at the mini-batch size (the one-pass step at the full batch
+                does not fit: 11.6 GB at batch 32 on the H100 run, linear in the batch). Its MFU counts the same model FLOPs (3·F(L) per document
+                token): the second forward pass of each mini-batch is overhead, not model work.
 * ``st_train``  the same step in sentence-transformers (SpladeLoss + SparseMNRL, AdamW; bfloat16 = autocast).
 * ``checks``    on the GPU: cuDNN attention = XLA attention (values and gradients), fused head = plain head.
 * ``encode``    (a) encoding 2,000 LIMIT documents, jsplade and sentence-transformers, documents/s.
@@ -123,7 +128,8 @@ def worker_train(model_dir: Path, variants: list[dict], length: int, steps: int,
             enc.model.mlm.with_compute(**compute)
             settings = StepSettings(total_steps=100, learning_rate=2e-5, warmup_steps=0, lambda_d=3e-5,
                                     lambda_q=5e-5, regularizer_schedule="quadratic", regularizer_warmup_ratio=1 / 3,
-                                    dropout=v.get("dropout", True))
+                                    dropout=v.get("dropout", True), cached_mini_batch_size=v.get("cached_mini"))
+            n_steps = v.get("steps", steps)
             graphdef = nnx.graphdef(enc.model)
             params = jax.tree.map(jnp.copy, base_params)  # the step donates its state
             opt = make_optimizer(lambda s: 2e-5)
@@ -138,17 +144,17 @@ def worker_train(model_dir: Path, variants: list[dict], length: int, steps: int,
             state, m = step(state, data)
             jax.block_until_ready(m)
             times = []
-            for _ in range(steps):  # each step waited for: the distribution, host latency included
+            for _ in range(n_steps):  # each step waited for: the distribution, host latency included
                 t = time.perf_counter()
                 state, m = step(state, data)
                 jax.block_until_ready(m)
                 times.append(time.perf_counter() - t)
             times.sort()
             t = time.perf_counter()
-            for _ in range(steps):  # back to back, as a training loop runs: the figure reported
+            for _ in range(n_steps):  # back to back, as a training loop runs: the figure reported
                 state, m = step(state, data)
             jax.block_until_ready(m)
-            sec = (time.perf_counter() - t) / steps
+            sec = (time.perf_counter() - t) / n_steps
             flops = 3 * model_flops_per_token(length, layers=layers) * batch * length
             record.update(s_per_step=sec, synced_median_s=times[len(times) // 2], min_s=times[0], max_s=times[-1],
                           tokens_per_s=batch * length / sec,
@@ -416,6 +422,13 @@ def plan(args) -> list[tuple[str, dict]]:
     def st_train(*variants):
         return ("st_train", {"variants": list(variants), **common})
 
+    big, mini = args.cached_batch, args.cached_mini
+    cached = ("cached", {"variants": [
+        {"name": f"bf16_cached_b{big}_m{mini}", "batch": big, "dtype": "bfloat16", "cached_mini": mini,
+         "steps": args.cached_steps},
+        {"name": f"bf16_onepass_b{mini}", "batch": mini, "dtype": "bfloat16"}],
+        "profile_first": False, **common})
+
     def encode(side, dtype):
         return ("encode", {"side": side, "dtype": dtype, "n_docs": args.docs, "batch": 32})
 
@@ -424,6 +437,7 @@ def plan(args) -> list[tuple[str, dict]]:
 
     return [
         train({"name": "bf16_default", "batch": b, "dtype": "bfloat16"}, profile=True),
+        cached,
         st_train({"batch": b, "dtype": "bfloat16"}, {"batch": b, "dtype": "float32"}),
         train({"name": "bf16_batch2x", "batch": b2, "dtype": "bfloat16"}),
         st_train({"batch": b2, "dtype": "bfloat16"}),
@@ -485,6 +499,14 @@ def summarize(results: list[dict]) -> dict:
         ref = st.get((r["batch"], r["dtype"]))
         if ref:
             out[f"speedup_vs_st_{name}"] = ref["s_per_step"] / r["s_per_step"]
+    for name, r in jt.items():
+        if r.get("cached_mini"):
+            ref = next((o for o in jt.values() if not o.get("cached_mini") and o["batch"] == r["cached_mini"]
+                        and o["dtype"] == r["dtype"]), None)
+            if ref:
+                out[f"{name}_mfu_over_onepass"] = r["mfu"] / ref["mfu"]
+            if r.get("device_peak_gb") is not None:
+                out[f"{name}_peak_gb"] = r["device_peak_gb"]
     for (batch, dtype), r in st.items():
         out[f"st_b{batch}_{dtype}_s"] = r["s_per_step"]
     for sec in ("encode", "long"):
@@ -506,6 +528,9 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting sections after this many seconds")
     ap.add_argument("--only", default="", help="comma-separated section names to run (default: all)")
     ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--cached-batch", type=int, default=1024, help="rows of the cached (GradCache) step")
+    ap.add_argument("--cached-mini", type=int, default=32, help="rows per mini-batch of the cached step")
+    ap.add_argument("--cached-steps", type=int, default=3, help="timed steps of each cached-section variant")
     ap.add_argument("--out", default=str(REPO / "runs" / "gpu"))
     ap.add_argument("--cpu-smoke", action="store_true")
     ap.add_argument("--worker")
@@ -518,7 +543,7 @@ def main() -> int:
     if args.worker:
         kw = json.loads(args.worker_args)
         model_dir = Path(args.model_dir)
-        if args.worker == "train":
+        if args.worker in ("train", "cached"):
             worker_train(model_dir, kw["variants"], kw["length"], kw["steps"], args.card, args.layers, out_dir,
                          kw["profile_first"])
         elif args.worker == "st_train":
@@ -535,6 +560,7 @@ def main() -> int:
 
     if args.cpu_smoke:
         args.layers, args.batch, args.length, args.steps, args.card = 2, 2, 64, 1, "cpu"
+        args.cached_batch, args.cached_mini, args.cached_steps = 8, 2, 1
         args.docs, args.long_words = 40, 600
     if args.card == "auto":
         args.card = detect_card()

@@ -25,10 +25,14 @@ def test_gpu_bench_cpu_smoke(tmp_path):
     for key in ("jsplade_bf16_default_s", "jsplade_f32_default_s", "jsplade_bf16_head_plain_s",
                 "jsplade_bf16_batch2x_s", "speedup_vs_st_bf16_default", "speedup_vs_st_f32_default",
                 "speedup_vs_st_bf16_batch2x", "encode_jsplade_bfloat16_s", "encode_st_float32_s",
-                "long_jsplade_float32_s", "long_st_bfloat16_s"):
+                "long_jsplade_float32_s", "long_st_bfloat16_s", "jsplade_bf16_cached_b8_m2_s",
+                "jsplade_bf16_cached_b8_m2_mfu", "jsplade_bf16_onepass_b2_s", "bf16_cached_b8_m2_mfu_over_onepass"):
         assert summary[key] > 0, key
     results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert not [r for r in results if "error" in r or "worker_error" in r or "timeout_s" in r]
+    cached = [r for r in results if r.get("cached_mini")]  # the GradCache step: 8 rows in mini-batches of 2
+    assert [(r["batch"], r["cached_mini"]) for r in cached] == [(8, 2)]
+    assert all(math.isfinite(v) for v in cached[0]["metrics"].values()) and cached[0]["metrics"]
     profiled = [r for r in results if "profile" in r]
     assert len(profiled) == 1 and profiled[0]["profile"]["kernel_ms_per_step"] > 0
     assert (tmp_path / "hlo_train_step.txt.gz").stat().st_size > 1000  # the optimised HLO of the profiled step

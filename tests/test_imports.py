@@ -18,7 +18,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "jsplade"

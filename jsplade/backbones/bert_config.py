@@ -18,15 +18,12 @@ implement are refused when the config is built, naming the key.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from jsplade.backbones.hf_config import HfConfigMethods
 from jsplade.backbones.layers.activations import SUPPORTED_ACTIVATIONS
 from jsplade.backbones.protocol import ConfigError
-from jsplade.files import read_json_object
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert")
 ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM",
@@ -47,7 +44,7 @@ DISTILBERT_LAYER_NORM_EPS = 1e-12
 
 
 @dataclass(frozen=True)
-class BertConfig:
+class BertConfig(HfConfigMethods):
     """A BERT-family encoder (defaults: transformers' ``BertConfig`` defaults)."""
 
     model_type: str = "bert"
@@ -66,11 +63,7 @@ class BertConfig:
     pad_token_id: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def __hash__(self) -> int:  # ``extra`` is a dict: hash the canonical JSON (configs are static in jit)
-        return hash(json.dumps(self.to_hf_dict(), sort_keys=True, default=str))
+    __hash__ = HfConfigMethods.canonical_hash  # dict-valued fields: hash the canonical config.json
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -184,16 +177,3 @@ class BertConfig:
         out["model_type"] = self.model_type
         out.setdefault("architectures", [ARCHITECTURES[self.model_type]])
         return dict(sorted(out.items()))
-
-    # ------------------------------------------------------------------ files
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> BertConfig:
-        path = Path(path)
-        raw = read_json_object(path, what="HF model config")
-        return cls.from_hf_dict(raw, source=str(path))
-
-    def to_json_string(self, naming: str | None = None) -> str:
-        return json.dumps(self.to_hf_dict(naming), indent=2, sort_keys=False) + "\n"
-
-    def replace(self, **changes: Any) -> BertConfig:
-        return dataclasses.replace(self, **changes)

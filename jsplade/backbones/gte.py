@@ -30,7 +30,6 @@ from it, so a step is a pure function of (params, batch, key).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -49,7 +48,7 @@ from jsplade.backbones.layers.embedding import Embed
 from jsplade.backbones.layers.glu import glu_mlp
 from jsplade.backbones.layers.token_blocks import map_token_blocks
 from jsplade.backbones.layers.init import normal
-from jsplade.backbones.layers.mlm_head import MlmHead
+from jsplade.backbones.layers.mlm_head import MlmHead, TiedMlmMethods
 from jsplade.backbones.layers.norm import Norm
 from jsplade.backbones.layers.remat import remat_layers
 from jsplade.backbones.layers.rope import apply_rope, rope_tables
@@ -116,7 +115,7 @@ class _Site:
     MLP_OUT = 4
 
 
-class GteForMaskedLM(nnx.Module):
+class GteForMaskedLM(TiedMlmMethods, nnx.Module):
     """``NewForMaskedLM``: ``model(input_ids, attention_mask) -> logits [B, L, V]`` (float32); implements
     ``jsplade.backbones.protocol.MaskedLM``."""
 
@@ -129,12 +128,6 @@ class GteForMaskedLM(nnx.Module):
         self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
         self.head = MlmHead(config.hidden_size, config.vocab_size, eps=config.layer_norm_eps, act=config.hidden_act,
                             rngs=rngs, std=config.initializer_range)
-
-    # ------------------------------------------------------------------ options
-    def with_compute(self, **changes) -> GteForMaskedLM:
-        """Switch compute options in place (dtype, attention impl, remat, precision); returns self."""
-        self.compute = dataclasses.replace(self.compute, **changes)
-        return self
 
     # ------------------------------------------------------------------ forward pieces
     def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *,
@@ -183,29 +176,6 @@ class GteForMaskedLM(nnx.Module):
             x_BxLxD = run_layer(layer, x_BxLxD, layer_key)
         return x_BxLxD
 
-    def head_features(self, hidden: jnp.ndarray) -> jnp.ndarray:
-        """MLM head transform before the vocabulary projection: LN(act(H W + b)) [B, L, D]."""
-        return self.head.features(hidden, self.compute.jnp_dtype, self.compute.lax_precision)
-
-    def word_embeddings(self) -> Embed:
-        return self.embeddings.word
-
-    def decoder_weight(self) -> jnp.ndarray:
-        """The tied decoder weight [V, D] (= the word-embedding matrix)."""
-        return self.embeddings.word.embedding[...]
-
-    def decoder_bias(self) -> jnp.ndarray:
-        return self.head.decoder_bias[...]
-
-    def project(self, features: jnp.ndarray) -> jnp.ndarray:
-        """Vocabulary logits [B, L, V] (float32) from head features."""
-        return self.head.logits(features, self.decoder_weight(), self.compute.jnp_dtype, self.compute.lax_precision)
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *,
-                 segment_ids=None, dropout_key=None) -> jnp.ndarray:
-        hidden_BxLxD = self.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                   segment_ids=segment_ids, dropout_key=dropout_key)
-        return self.project(self.head_features(hidden_BxLxD))
 
 
 def _site_key(key, layer: int, site: int):

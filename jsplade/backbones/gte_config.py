@@ -12,17 +12,14 @@ Options the port does not implement are rejected when the config is built, with 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from jsplade.backbones.hf_config import HfConfigMethods
 from jsplade.backbones.layers.activations import SUPPORTED_ACTIVATIONS
 from jsplade.backbones.layers.rope import RotarySpec
 from jsplade.backbones.protocol import ConfigError
-from jsplade.files import read_json_object
 
 # Keys of NewConfig that the model reads; everything else in a config.json is carried in ``extra``.
 _NEW_FIELDS = (
@@ -64,7 +61,7 @@ NEW_IMPL_AUTO_MAP = {
 
 
 @dataclass(frozen=True)
-class GteConfig:
+class GteConfig(HfConfigMethods):
     """Every field of new-impl's ``NewConfig`` (defaults = its constructor defaults)."""
 
     vocab_size: int = 30528
@@ -94,11 +91,7 @@ class GteConfig:
     # dtype, transformers_version, ...), kept so that a round trip writes them back.
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def __hash__(self) -> int:  # dict-valued fields: hash the canonical JSON (configs are static in jit)
-        return hash(json.dumps(self.to_hf_dict("new"), sort_keys=True, default=str))
+    __hash__ = HfConfigMethods.canonical_hash  # dict-valued fields: hash the canonical config.json
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -340,19 +333,6 @@ class GteConfig:
         if problems:
             raise ConfigError("cannot write transformers' native 'gte' config: it has no equivalent for "
                               + ", ".join(problems) + "; use naming='new'")
-
-    # ------------------------------------------------------------------ files
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> GteConfig:
-        path = Path(path)
-        raw = read_json_object(path, what="HF model config")
-        return cls.from_hf_dict(raw, source=str(path))
-
-    def to_json_string(self, naming: str | None = None) -> str:
-        return json.dumps(self.to_hf_dict(naming), indent=2, sort_keys=False) + "\n"
-
-    def replace(self, **changes: Any) -> GteConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def _snap(x: float) -> float:

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -152,23 +152,13 @@ def write_sparse_encoder(parts: EncoderParts, dst: str | Path, *, layout: str = 
             texts["sentence_bert_config.json"] = sbert
         texts[IDF_FILE] = json.dumps({t: float(w) for t, w in zip(tokens, weight_V)}, ensure_ascii=False)
         texts[QUERY_TOKEN_WEIGHTS_FILE] = "".join(f"{t}\t{float(w)}\n" for t, w in zip(tokens, weight_V))
-    n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+    n_doc_params = _n_params(mlm)
     n_tensors = family.n_tensors(config, naming) + 1
     texts["README.md"] = _model_card(parts, dst.name, layout, naming, n_doc_params, metrics)
-
-    total = sum(int(np.prod(v.shape)) * 4 for v in flat_params(mlm).values()) + weight_V.nbytes
-    counter = _ByteCounter(progress, total)
-    with atomic_directory(dst, overwrite=overwrite) as tmp:
-        doc_dir = tmp / doc_module if doc_module else tmp
-        save_mlm(mlm, doc_dir, naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        parts.document_tokenizer.save(doc_dir)
-        (tmp / QUERY_MODULE).mkdir()
-        write_safetensors(tmp / QUERY_MODULE / "model.safetensors", {"weight": weight_V}, progress=counter)
-        parts.query_tokenizer.save(tmp / QUERY_MODULE)
-        (tmp / POOLING_MODULE).mkdir()
-        for rel, text in texts.items():
-            atomic_write_text(tmp / rel, text)
-        files = _list_files(tmp)
+    files = _write_tree(dst, overwrite, progress, max_shard_bytes, texts,
+                        mlms=[(mlm, doc_module, naming)],
+                        tokenizers=[(parts.document_tokenizer, doc_module), (parts.query_tokenizer, QUERY_MODULE)],
+                        tensors={f"{QUERY_MODULE}/model.safetensors": {"weight": weight_V}})
     where = "transformer in the root (OpenSearch hub layout)" if layout == "opensearch" else \
         f"transformer in {ST_DOCUMENT_MODULE}/ (sentence-transformers layout)"
     return ExportSummary(dst, f"sentence-transformers SparseEncoder, {where}, {family.namings[naming]} weights",
@@ -184,7 +174,7 @@ def _write_symmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: boo
                         "document tokenizer": parts.document_tokenizer.vocab_size,
                         "query tokenizer": parts.query_tokenizer.vocab_size})
     config.to_hf_dict(naming)  # raises ConfigError now if the naming cannot express this config
-    n_doc_params = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+    n_doc_params = _n_params(mlm)
     texts = {
         "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": MLM_TYPE},
                                {"idx": 1, "name": "1", "path": SYMMETRIC_POOLING_MODULE, "type": POOLING_TYPE}], 2),
@@ -194,14 +184,8 @@ def _write_symmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: boo
                                                                  config.vocab_size),
         "README.md": _model_card(parts, dst.name, "st", naming, n_doc_params, metrics),
     }
-    counter = _ByteCounter(progress, n_doc_params * 4)
-    with atomic_directory(dst, overwrite=overwrite) as tmp:
-        save_mlm(mlm, tmp, naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        parts.document_tokenizer.save(tmp)
-        (tmp / SYMMETRIC_POOLING_MODULE).mkdir()
-        for rel, text in texts.items():
-            atomic_write_text(tmp / rel, text)
-        files = _list_files(tmp)
+    files = _write_tree(dst, overwrite, progress, max_shard_bytes, texts, mlms=[(mlm, "", naming)],
+                        tokenizers=[(parts.document_tokenizer, "")])
     return ExportSummary(dst, f"sentence-transformers SparseEncoder, symmetric (one MLM for queries and "
                               f"documents), {family.namings[naming]} weights", files,
                          family.n_tensors(config, naming), n_doc_params)
@@ -224,8 +208,7 @@ def _write_asymmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: bo
     mlm.config.to_hf_dict(naming)  # raises ConfigError now if a naming cannot express its config
     query_mlm.config.to_hf_dict(query_naming)
     q_strategy, q_activation = parts.query_pooling
-    n_doc = sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
-    n_query = sum(int(np.prod(v.shape)) for v in flat_params(query_mlm).values())
+    n_doc, n_query = _n_params(mlm), _n_params(query_mlm)
     vocab = mlm.config.vocab_size
     texts = {
         "modules.json": _json([{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}], 2),
@@ -238,17 +221,10 @@ def _write_asymmetric(parts: EncoderParts, dst: Path, naming: str, overwrite: bo
         f"{POOLING_MODULE}/config.json": _pooling_json(parts.pooling_strategy, parts.activation, vocab),
         "README.md": _model_card(parts, dst.name, "st", naming, n_doc, metrics, n_query),
     }
-    counter = _ByteCounter(progress, (n_doc + n_query) * 4)
-    with atomic_directory(dst, overwrite=overwrite) as tmp:
-        save_mlm(query_mlm, tmp / QUERY_MLM_MODULE, query_naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        parts.query_tokenizer.save(tmp / QUERY_MLM_MODULE)
-        save_mlm(mlm, tmp / ST_DOCUMENT_MODULE, naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        parts.document_tokenizer.save(tmp / ST_DOCUMENT_MODULE)
-        (tmp / QUERY_POOLING_MODULE).mkdir()
-        (tmp / POOLING_MODULE).mkdir()
-        for rel, text in texts.items():
-            atomic_write_text(tmp / rel, text)
-        files = _list_files(tmp)
+    files = _write_tree(dst, overwrite, progress, max_shard_bytes, texts,
+                        mlms=[(query_mlm, QUERY_MLM_MODULE, query_naming), (mlm, ST_DOCUMENT_MODULE, naming)],
+                        tokenizers=[(parts.query_tokenizer, QUERY_MLM_MODULE),
+                                    (parts.document_tokenizer, ST_DOCUMENT_MODULE)])
     return ExportSummary(dst, f"sentence-transformers SparseEncoder, asymmetric (a query and a document MLM), "
                               f"{family.namings[naming]} document weights", files,
                          family.n_tensors(mlm.config, naming) + query_family.n_tensors(query_mlm.config, query_naming),
@@ -277,15 +253,38 @@ def export_mlm(mlm: MaskedLM, dst: str | Path, naming: str | None = None,
         raise ValueError(f"vocabulary sizes disagree: the model's vocab_size is {config.vocab_size}, "
                          f"the tokenizer has {tokenizer.vocab_size} tokens")
     config.to_hf_dict(naming)
-    sizes = [int(np.prod(v.shape)) for v in flat_params(mlm).values()]
-    counter = _ByteCounter(progress, 4 * sum(sizes))
-    with atomic_directory(dst, overwrite=overwrite) as tmp:
-        save_mlm(mlm, tmp, naming, max_shard_bytes=max_shard_bytes, progress=counter)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        files = _list_files(tmp)
+    files = _write_tree(dst, overwrite, progress, max_shard_bytes, {}, mlms=[(mlm, "", naming)],
+                        tokenizers=[] if tokenizer is None else [(tokenizer, "")])
     return ExportSummary(dst, f"Hugging Face masked-LM folder, {family.namings[naming]} weights", files,
-                         family.n_tensors(config, naming), sum(sizes))
+                         family.n_tensors(config, naming), _n_params(mlm))
+
+
+def _n_params(mlm: MaskedLM) -> int:
+    return sum(int(np.prod(v.shape)) for v in flat_params(mlm).values())
+
+
+def _write_tree(dst: Path, overwrite: bool, progress: Progress | None, max_shard_bytes: int | None,
+                texts: Mapping[str, str], *, mlms: Sequence[tuple[MaskedLM, str, str]],
+                tokenizers: Sequence[tuple[WordPieceTokenizer, str]],
+                tensors: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> tuple[tuple[str, int], ...]:
+    """Write one export atomically onto ``dst``: each (model, folder, naming) of ``mlms`` (weights + config),
+    each (tokenizer, folder), each safetensors file of ``tensors`` and each text file, at paths relative to
+    ``dst`` ("" = the root). ``progress`` counts the bytes of every weight written. Returns the file list."""
+    tensors = tensors or {}
+    total = 4 * sum(_n_params(m) for m, _, _ in mlms) + sum(a.nbytes for f in tensors.values() for a in f.values())
+    counter = _ByteCounter(progress, total)
+    with atomic_directory(dst, overwrite=overwrite) as tmp:
+        for mlm, folder, naming in mlms:
+            save_mlm(mlm, tmp / folder, naming, max_shard_bytes=max_shard_bytes, progress=counter)
+        for tokenizer, folder in tokenizers:
+            tokenizer.save(tmp / folder)
+        for rel, named in tensors.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_safetensors(tmp / rel, dict(named), progress=counter)
+        for rel, text in texts.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(tmp / rel, text)
+        return _list_files(tmp)
 
 
 def list_files(folder: str | Path) -> tuple[tuple[str, int], ...]:

@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 
-def _as_float(x: Any, name: str) -> jnp.ndarray:
-    """``x`` as a jnp array of at least float32 precision (float64 stays float64)."""
+def _real_array(x: Any, name: str) -> jnp.ndarray:
+    """``x`` as a jnp array of real numbers (float, integer or bool), its dtype kept."""
     try:
         arr = jnp.asarray(x)
     except TypeError as exc:
@@ -49,6 +49,12 @@ def _as_float(x: Any, name: str) -> jnp.ndarray:
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
             or arr.dtype == jnp.bool_):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _as_float(x: Any, name: str) -> jnp.ndarray:
+    """``x`` as a jnp array of at least float32 precision (float64 stays float64)."""
+    arr = _real_array(x, name)
     return arr.astype(jnp.promote_types(arr.dtype, jnp.float32))
 
 
@@ -470,13 +476,7 @@ def _inputs(loss: str, embeddings, labels):
     dtype = functools.reduce(jnp.promote_types, [c.dtype for c in cols])
     cols = [c.astype(dtype) for c in cols]
     if labels is not None:
-        try:
-            labels = jnp.asarray(labels)
-        except TypeError as exc:
-            raise TypeError(f"{loss}: labels must be an array, got {type(labels).__name__}") from exc
-        if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)
-                or labels.dtype == jnp.bool_):
-            raise TypeError(f"{loss}: labels must hold real numbers, got dtype {labels.dtype}")
+        labels = _real_array(labels, f"{loss}: labels")
     batch, vocab = cols[0].shape
     BASE_LOSSES[loss].check(len(cols), None if labels is None else tuple(labels.shape), batch, vocab)
     return cols, labels, dtype

@@ -5,7 +5,6 @@ with a one-line message and no traceback."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import json
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.files import write_jsonl
 from helpers.fixtures import SE_FIXTURES
 from jsplade.retrieval.beir import load_beir
 from jsplade.retrieval.bm25 import BM25Retriever
@@ -51,15 +51,6 @@ def library_bm25(folder: Path, ks=DEFAULT_KS, relevant=None, split: str = "test"
     queries = {q: data.queries[q] for q in data.queries if q in relevant}
     rankings = BM25Retriever(data.corpus).search(queries, k=max(ks))
     return evaluate_rankings(rankings, relevant, score_function="bm25", **_ks(ks))
-
-
-def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
 
 
 def tiny_beir(folder: Path, split: str = "dev") -> Path:

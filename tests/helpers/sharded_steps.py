@@ -41,16 +41,22 @@ def build_model(remat: bool = False, shape: str = "inference_free") -> SpladeMod
 AXES = build_model().logical_axes()
 
 
-def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(100 + step)
-    lq, ld = 8, 48
-    batch = {"query_ids": rng.integers(1000, 30000, (1, rows, lq)).astype(np.int32),
-             "query_mask": np.ones((1, rows, lq), np.int32),
-             "doc_ids": rng.integers(1000, 30000, (1, 2, rows, ld)).astype(np.int32),
-             "doc_mask": np.ones((1, 2, rows, ld), np.int32)}
-    batch["query_mask"][0, :, 6:] = 0
-    batch["doc_mask"][0, :, ::2, 40:] = 0
+def random_batch(seed: int, rows: int, query_len: int, doc_len: int, query_keep: int, doc_every: int,
+                 doc_keep: int) -> dict[str, np.ndarray]:
+    """One step's (1 × ...) batch of random token ids: queries padded after ``query_keep`` tokens, every
+    ``doc_every``-th document row padded after ``doc_keep`` tokens, two document columns."""
+    rng = np.random.default_rng(seed)
+    batch = {"query_ids": rng.integers(1000, 30000, (1, rows, query_len)).astype(np.int32),
+             "query_mask": np.ones((1, rows, query_len), np.int32),
+             "doc_ids": rng.integers(1000, 30000, (1, 2, rows, doc_len)).astype(np.int32),
+             "doc_mask": np.ones((1, 2, rows, doc_len), np.int32)}
+    batch["query_mask"][0, :, query_keep:] = 0
+    batch["doc_mask"][0, :, ::doc_every, doc_keep:] = 0
     return batch
+
+
+def make_batch(step: int, rows: int = 8) -> dict[str, np.ndarray]:
+    return random_batch(100 + step, rows, 8, 48, query_keep=6, doc_every=2, doc_keep=40)
 
 
 def initial_state(optimizer, remat: bool = False, shape: str = "inference_free"):

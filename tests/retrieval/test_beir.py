@@ -9,19 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.files import write_jsonl
 from helpers.fixtures import SE_FIXTURES
 from jsplade.retrieval.beir import BeirDataset, load_beir, write_beir
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-
-
-def write_jsonl(path: Path, rows, compress=False):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
-    if compress:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(text.encode()))
-    else:
-        path.write_text(text, encoding="utf-8")
 
 
 def make(folder: Path, corpus=None, queries=None, qrels=None, compress=()):
@@ -34,10 +26,10 @@ def make(folder: Path, corpus=None, queries=None, qrels=None, compress=()):
     qrels = qrels if qrels is not None else [{"query-id": "q1", "corpus-id": "d1", "score": 1},
                                              {"query-id": "q1", "corpus-id": "d2", "score": 0},
                                              {"query-id": "q2", "corpus-id": "d3", "score": 2}]
-    write_jsonl(folder / "corpus.jsonl", corpus, "corpus" in compress)
-    write_jsonl(folder / "queries.jsonl", queries, "queries" in compress)
-    if qrels is not False:
-        write_jsonl(folder / "qrels.jsonl", qrels, "qrels" in compress)
+    files = {"corpus": corpus, "queries": queries} | ({} if qrels is False else {"qrels": qrels})
+    for name, rows in files.items():
+        gz = name in compress
+        write_jsonl(folder / (f"{name}.jsonl.gz" if gz else f"{name}.jsonl"), rows, gz=gz)
     return folder
 
 

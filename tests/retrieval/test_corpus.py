@@ -10,14 +10,13 @@ Vectors are compared with ``encode_document`` on the same texts: the same active
 from __future__ import annotations
 
 import errno
-import gzip
-import json
 import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.files import write_jsonl
 from helpers.tiny_encoder import random_texts, tiny_encoder
 
 from jsplade.retrieval.corpus import count_corpus, encode_corpus, iter_corpus, load_encoded
@@ -39,16 +38,6 @@ def rows(n, seed=0):
 
 def joined(r):
     return f"{r['title']} {r['text']}" if r["title"] else r["text"]
-
-
-def write_jsonl(path, records, gz=False):
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def files_of(folder):

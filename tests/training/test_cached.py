@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from helpers.sharded_steps import AXES, build_model
+from helpers.sharded_steps import AXES, build_model, random_batch
 from helpers.st_models import build_st_sparse_encoder
 from helpers.st_steps import grad_check, jsplade_loss_step, st_loss_step
 
@@ -31,14 +31,7 @@ def _settings(loss="SparseMultipleNegativesRankingLoss", params=None, **kw):
 
 
 def _batch(rows=BATCH, labels=None):
-    rng = np.random.default_rng(5)
-    lq, ld = 8, 24
-    batch = {"query_ids": rng.integers(1000, 30000, (1, rows, lq)).astype(np.int32),
-             "query_mask": np.ones((1, rows, lq), np.int32),
-             "doc_ids": rng.integers(1000, 30000, (1, 2, rows, ld)).astype(np.int32),
-             "doc_mask": np.ones((1, 2, rows, ld), np.int32)}
-    batch["query_mask"][0, :, 5:] = 0
-    batch["doc_mask"][0, :, ::3, 17:] = 0
+    batch = random_batch(5, rows, 8, 24, query_keep=5, doc_every=3, doc_keep=17)
     if labels is not None:
         batch["labels"] = labels[None]
     return batch

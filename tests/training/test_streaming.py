@@ -9,7 +9,6 @@ batch). The 1,000,000-row epoch measures the tracemalloc peak against a 100,000-
 from __future__ import annotations
 
 import gc
-import gzip
 import json
 import tracemalloc
 from itertools import combinations
@@ -18,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from helpers.files import write_jsonl
 
 from jsplade.training.data import greedy_no_duplicate_batches, load_pairs
 from jsplade.training.streaming import ShardReader, StreamingBatches, count_rows, list_shards
@@ -31,16 +32,6 @@ ROWS = [
     {"anchor": "q3", "positive": "p3", "negative": "n3", "label": -1.25, "dataset_name": "y"},
     {"anchor": "q4", "positive": "line\nbreak, comma", "negative": "n4", "label": 0.0, "dataset_name": "y"},
 ]
-
-
-def write_jsonl(path, rows, gz=False):
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def write_parquet(path, rows, row_group_size=2):

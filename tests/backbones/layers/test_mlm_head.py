@@ -1,4 +1,4 @@
-"""jsplade.backbones.layers.mlm_head: ``MlmHead`` against the transformers heads it stands for — native
+"""jsplade.backbones.layers.mlm_head: ``TiedMlmMethods`` on a toy backbone, and ``MlmHead`` against the transformers heads it stands for — native
 ``GteLMHead`` (exact gelu) and BERT's ``BertLMPredictionHead`` (``hidden_act`` from the config) with the decoder
 weight set to the tied word embeddings — for the features, the logits and their gradients.
 
@@ -19,7 +19,9 @@ from helpers.fixtures import max_rel
 from transformers.models.bert.modeling_bert import BertLMPredictionHead
 from transformers.models.gte.modeling_gte import GteLMHead
 
-from jsplade.backbones.layers.mlm_head import MlmHead
+from jsplade.backbones.compute import ComputeOptions
+from jsplade.backbones.layers.embedding import Embed
+from jsplade.backbones.layers.mlm_head import MlmHead, TiedMlmMethods
 
 D, V, EPS = 32, 50, 1e-12
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -148,3 +150,54 @@ def test_bfloat16_compute_features_in_bfloat16_logits_in_float32():
     with torch.no_grad():
         assert max_rel(features.astype(jnp.float32), transform(torch.from_numpy(hidden)).numpy()) < 2e-2
         assert max_rel(logits, torch_head(torch.from_numpy(hidden)).numpy()) < 2e-2
+
+
+BIAS = np.linspace(-1.0, 1.0, V).astype(np.float32)
+
+
+class _Embeddings(nnx.Module):
+    def __init__(self, rngs):
+        self.word = Embed(V, D, rngs=rngs, std=0.3)
+
+
+class _ToyBackbone(TiedMlmMethods, nnx.Module):
+    """The smallest backbone: its ``encode`` is the word-embedding lookup scaled by the mask."""
+
+    def __init__(self):
+        rngs = nnx.Rngs(4)
+        self.compute = ComputeOptions()
+        self.embeddings = _Embeddings(rngs)
+        self.head = MlmHead(D, V, eps=EPS, act="gelu", rngs=rngs, std=0.2)
+        self.head.decoder_bias.set_value(jnp.asarray(BIAS))
+        self.encoded = []
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, *,
+               segment_ids=None, dropout_key=None):
+        self.encoded.append((token_type_ids, position_ids, segment_ids, dropout_key))
+        return self.embeddings.word(input_ids) * jnp.asarray(attention_mask, jnp.float32)[..., None]
+
+
+def test_tied_methods_read_the_word_embedding_and_compose_the_forward_pass():
+    model = _ToyBackbone()
+    ids = jnp.asarray([[1, 7, 3], [4, 0, 0]])
+    mask = jnp.asarray([[1, 1, 1], [1, 0, 0]])
+    assert model.word_embeddings() is model.embeddings.word
+    np.testing.assert_array_equal(model.decoder_weight(), model.embeddings.word.embedding[...])
+    np.testing.assert_array_equal(model.decoder_bias(), BIAS)
+    logits = model(ids, mask, token_type_ids="t", position_ids="p", segment_ids="s", dropout_key="k")
+    assert model.encoded == [("t", "p", "s", "k")]  # every argument reaches encode
+    emb = np.asarray(model.embeddings.word.embedding[...], np.float64)
+    hidden = emb[np.asarray(ids)] * np.asarray(mask)[..., None]
+    features = np.asarray(model.head_features(jnp.asarray(hidden, jnp.float32)), np.float64)
+    assert max_rel(logits, features @ emb.T + BIAS) < 1e-6
+    assert logits.shape == (2, 3, V) and logits.dtype == jnp.float32
+
+
+def test_with_compute_switches_options_in_place():
+    model = _ToyBackbone()
+    assert model.with_compute(dtype="bfloat16", precision="default") is model
+    assert model.compute.dtype == "bfloat16" and model.compute.precision == "default"
+    assert model.head_features(jnp.ones((1, 2, D))).dtype == jnp.bfloat16
+    assert model.project(model.head_features(jnp.ones((1, 2, D)))).dtype == jnp.float32
+    with pytest.raises(TypeError):
+        model.with_compute(no_such_option=1)
