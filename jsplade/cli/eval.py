@@ -3,7 +3,7 @@
     jsplade-eval MODEL DATASET [DATASET ...] [--bm25] [--split test] [--batch-size 32]
                  [--max-active-dims K] [--k-values 1,2,3,5,10,20,100] [--name NAME]
                  [--output results.json] [--packing] [--max-queries N] [--on-unknown error|drop]
-                 [--corpus-chunk-size 50000] [--no-progress]
+                 [--corpus-chunk-size 50000] [--corpus-shards DIR ...] [--no-progress]
     jsplade-eval none DATASET [DATASET ...] --bm25          (BM25 alone; "--model none" works too)
 
 MODEL is a sentence-transformers SparseEncoder directory, a jsplade checkpoint directory or a Hugging Face
@@ -13,7 +13,10 @@ queries.jsonl, qrels.jsonl or qrels/<split>.tsv; .gz accepted). Every k of --k-v
 metric: NDCG, MAP, MRR, Recall, Precision and Accuracy@k (sentence-transformers definitions), plus the
 model's query/corpus active dims, sparsity ratios and average FLOPS. --bm25 adds the bm25s baseline, ranked
 and scored by the same code. Only queries with at least one relevant document are evaluated; --max-queries N
-keeps the first N of them (file order).
+keeps the first N of them (file order). --corpus-shards DIR (once per DATASET, in the same order) reads
+the documents' vectors from a directory written by jsplade-encode for the same model and corpus instead
+of encoding them (only the queries are encoded); the documents then keep the pruning and quantisation they
+were written with, and --max-active-dims applies to the queries alone.
 
 One Markdown table per data set is printed (one column per system); --output also writes every number as
 JSON ({"metadata": ..., "results": {dataset: {system: {metric: value}}}}), atomically. Errors are reported
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, metavar="FILE.json", help="also write the results as JSON")
     parser.add_argument("--corpus-chunk-size", type=int, default=50000, metavar="N",
                         help="documents encoded and scored at a time (bounds memory; default 50000)")
+    parser.add_argument("--corpus-shards", action="append", default=None, metavar="DIR",
+                        help="read the documents' vectors from this jsplade-encode directory instead of "
+                             "encoding them; give it once per DATASET, in the same order")
     parser.add_argument("--packing", action="store_true",
                         help="encode documents with sequence packing (same vectors up to float rounding)")
     parser.add_argument("--max-queries", type=int, default=None, metavar="N",
@@ -175,6 +181,32 @@ def make_task(name: str, path: str, split: str, on_unknown: str, k_values: Seque
     return EvalTask(name, str(path), len(data.queries), len(data.corpus), evaluator)
 
 
+def check_corpus_shards(folders: Sequence[str], tasks: Sequence[EvalTask], encoder: Any) -> list[Any]:
+    """The shard directories of ``--corpus-shards``, one per task, checked before anything is encoded: finished,
+    written by ``encoder`` (same fingerprint) and holding as many documents as the task's corpus (the document
+    ids themselves are checked while they are read)."""
+    from jsplade.retrieval.shards import read_shards
+
+    if len(folders) != len(tasks):
+        raise ValueError(f"--corpus-shards is given {len(folders)} time(s) for {len(tasks)} data set(s); give one "
+                         "shard directory per DATASET, in the same order")
+    fingerprint = encoder.fingerprint()
+    shards = []
+    for folder, task in zip(folders, tasks):
+        try:
+            found = read_shards(folder)
+        except (OSError, ValueError) as e:
+            raise type(e)(f"--corpus-shards {e}") from None
+        if found.settings["model"] != fingerprint:
+            raise ValueError(f"--corpus-shards {folder}: encoded by another model ({found.settings['model']}) "
+                             f"than the model evaluated ({fingerprint})")
+        if found.n_docs != task.n_documents:
+            raise ValueError(f"--corpus-shards {folder}: holds {found.n_docs} documents, data set {task.path} "
+                             f"{task.n_documents}")
+        shards.append(found.folder)
+    return shards
+
+
 def evaluate_bm25(evaluator: Any, show_progress: bool) -> dict[str, float]:
     """BM25 metrics (keys ``bm25_<metric>@k``) over the evaluator's queries, corpus and cut-offs."""
     import bm25s  # noqa: F401 - imported first: its import sets the "bm25s" logger to DEBUG
@@ -230,6 +262,14 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: data set folder not found (expected a folder with corpus.jsonl, "
                                     "queries.jsonl and qrels)")
+    if args.corpus_shards is not None:
+        if not use_model:
+            raise ValueError("--corpus-shards needs a model (the queries are encoded with it); MODEL is 'none'")
+        if len(args.corpus_shards) != len(dataset_paths):
+            raise ValueError(f"--corpus-shards is given {len(args.corpus_shards)} time(s) for {len(dataset_paths)} "
+                             "data set(s); give one shard directory per DATASET, in the same order")
+        if args.packing:
+            raise ValueError("--packing and --corpus-shards: the documents are read from the shards, not encoded")
     names = dataset_names(dataset_paths)
     show = False if args.no_progress else None
 
@@ -239,22 +279,27 @@ def run(args: argparse.Namespace) -> int:
         tasks.append(make_task(name, path, args.split, args.on_unknown, k_values, args.batch_size,
                                args.max_active_dims, args.max_queries, show, args.corpus_chunk_size))
     encoder = None
+    shards: list[Any] = [None] * len(tasks)
     if use_model:
         print(f"{PROG}: loading model {model_spec}", file=sys.stderr)
         encoder = load_encoder(model_spec)
+        if args.corpus_shards is not None:
+            shards = check_corpus_shards(args.corpus_shards, tasks, encoder)
         if args.packing:
             encoder = PackedDocuments(encoder)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
-    for task in tasks:
+    for task, shard_dir in zip(tasks, shards):
         results[task.name], seconds[task.name] = {}, {}
         if encoder is not None:
+            documents = (f"{task.n_documents} documents" if shard_dir is None else
+                         f"reading {task.n_documents} documents from {shard_dir}")
             print(f"{PROG}: {task.name}: encoding {len(task.evaluator.query_ids)} queries and "
-                  f"{task.n_documents} documents with {system}", file=sys.stderr)
+                  f"{documents} with {system}", file=sys.stderr)
             t0 = time.perf_counter()
-            results[task.name][system] = task.evaluator(encoder)
+            results[task.name][system] = task.evaluator(encoder, corpus_shards=shard_dir)
             seconds[task.name][system] = round(time.perf_counter() - t0, 3)
         if args.bm25:
             print(f"{PROG}: {task.name}: BM25", file=sys.stderr)
@@ -281,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split, "k_values": list(k_values), "batch_size": args.batch_size,
             "max_active_dims": args.max_active_dims, "packing": bool(args.packing),
             "corpus_chunk_size": args.corpus_chunk_size,
+            "corpus_shards": (None if args.corpus_shards is None else
+                              {t.name: str(d) for t, d in zip(tasks, shards)}),
             "max_queries": args.max_queries, "on_unknown": args.on_unknown,
             "datasets": {t.name: {"path": t.path, "documents": t.n_documents, "queries": t.n_queries_in_file,
                                   "queries_evaluated": len(t.evaluator.query_ids)} for t in tasks},

@@ -16,8 +16,10 @@ import pytest
 
 from helpers.files import write_jsonl
 from helpers.fixtures import SE_FIXTURES
+from helpers.tiny_encoder import tiny_encoder
 from jsplade.retrieval.beir import load_beir
 from jsplade.retrieval.bm25 import BM25Retriever
+from jsplade.retrieval.corpus import encode_corpus
 from jsplade.cli import eval as cli
 from jsplade.splade.encoder import SparseEncoder
 from jsplade.retrieval.evaluation import SparseIREvaluator, evaluate_rankings, format_table
@@ -150,6 +152,67 @@ def test_name_max_active_dims_and_packing_reach_the_library(tmp_path, monkeypatc
     assert all(abs(got[k] - expected[k]) <= 1e-6 * max(1.0, abs(expected[k])) for k in expected)
     assert got["corpus_active_dims"] == 8.0 and got["query_active_dims"] <= 8.0
     assert "| metric | tiny-gte |" in stdout
+
+
+def test_corpus_shards_replace_encoding_the_documents(tmp_path, monkeypatch):
+    encoder = SparseEncoder.load(MODEL)
+    tiny = tiny_beir(tmp_path / "tiny", split="test")
+    encode_corpus(encoder, LIMIT_SMALL, tmp_path / "limit-shards", shard_size=20, show_progress_bar=False)
+    encode_corpus(encoder, tiny, tmp_path / "tiny-shards", shard_size=4, show_progress_bar=False)
+    calls = []
+    original = SparseEncoder.encode_document
+
+    def recording(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(SparseEncoder, "encode_document", recording)
+    out = tmp_path / "r.json"
+    code, stdout, stderr = _main([str(MODEL), str(LIMIT_SMALL), str(tiny), "--corpus-shards",
+                                  str(tmp_path / "limit-shards"), "--corpus-shards", str(tmp_path / "tiny-shards"),
+                                  "--max-active-dims", "16", "--output", str(out), "--no-progress"])
+    assert code == 0, stderr
+    assert calls == []                                   # no document was encoded
+    assert f"reading 46 documents from {tmp_path / 'limit-shards'}" in stderr
+    payload = json.loads(out.read_text())
+    assert payload["metadata"]["corpus_shards"] == {"limit-small": str(tmp_path / "limit-shards"),
+                                                    "tiny": str(tmp_path / "tiny-shards")}
+    for name, folder, shard_dir in (("limit-small", LIMIT_SMALL, "limit-shards"), ("tiny", tiny, "tiny-shards")):
+        got = payload["results"][name]["model"]
+        data = load_beir(folder)
+        ev = SparseIREvaluator(data.queries, data.corpus, data.relevant_docs(), **_ks(DEFAULT_KS),
+                               max_active_dims=16, show_progress_bar=False)
+        assert got == ev(encoder, corpus_shards=tmp_path / shard_dir)      # exactly the library's numbers
+        # the shards hold the vectors encoding would give, up to float rounding; the documents keep all their
+        # weights (max_active_dims reaches the queries only), so the corpus is at least as dense as encoded
+        fresh = SparseIREvaluator(data.queries, data.corpus, data.relevant_docs(), **_ks(DEFAULT_KS),
+                                  show_progress_bar=False)(encoder)
+        assert got["corpus_active_dims"] == pytest.approx(fresh["corpus_active_dims"], rel=1e-12)
+        assert got["query_active_dims"] <= 16.0
+    assert calls, "the library evaluators above encoded the documents"
+    # unsuitable shard directories are refused before anything is encoded
+    calls.clear()
+    other = tmp_path / "other-model"
+    tiny_encoder().save(other)
+    encode_corpus(SparseEncoder.load(other), tiny, tmp_path / "other-shards", show_progress_bar=False)
+    (tmp_path / "unfinished").mkdir()
+    cases = [
+        (["none", str(tiny), "--bm25", "--corpus-shards", str(tmp_path / "tiny-shards")], "needs a model"),
+        ([str(MODEL), str(tiny), str(LIMIT_SMALL), "--corpus-shards", str(tmp_path / "tiny-shards")],
+         "given 1 time(s) for 2 data set(s)"),
+        ([str(MODEL), str(tiny), "--packing", "--corpus-shards", str(tmp_path / "tiny-shards")], "--packing and"),
+        ([str(MODEL), str(tiny), "--corpus-shards", str(tmp_path / "missing")], "shard directory not found"),
+        ([str(MODEL), str(tiny), "--corpus-shards", str(tmp_path / "unfinished")], "unfinished shard directory"),
+        ([str(MODEL), str(tiny), "--corpus-shards", str(tmp_path / "other-shards")], "encoded by another model"),
+        ([str(MODEL), str(tiny), "--corpus-shards", str(tmp_path / "limit-shards")],
+         "holds 46 documents, data set"),
+    ]
+    for argv, message in cases:
+        code, stdout, err = _main(argv)
+        last = err.rstrip("\n").splitlines()[-1]
+        assert code == 2 and last.startswith("jsplade-eval: error: ") and message in last, (argv, err)
+        assert "Traceback" not in err and stdout == ""
+    assert calls == []
 
 
 def test_unknown_qrels_can_be_dropped(tmp_path):
